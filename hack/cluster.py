@@ -1,0 +1,498 @@
+#!/usr/bin/env python3
+"""Local Kubernetes test cluster: real upstream control plane + kwok nodes.
+
+    hack/cluster.sh up       start (idempotent: a healthy cluster is left alone)
+    hack/cluster.sh down     stop exactly what `up` started, remove the state
+    hack/cluster.sh status   print whether it is up (exit 0 if up, 1 if not)
+    hack/cluster.sh env      print `export KUBECONFIG=...` and `export PATH=...`
+
+etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok run as
+local processes on 127.0.0.1, on free ports picked at start. kwok plays the
+kubelet for three fake nodes (see hack/kwok/stages.yaml for the pod lifecycle).
+
+State lives in $BGJOB_CLUSTER_DIR (default: <repo>/.cluster): the admin
+kubeconfig (`kubeconfig`), certificates (`pki/`), etcd data, pid files and the
+logs of every component (`logs/`). Binaries come from hack/bins.sh and are
+cached outside the repo.
+
+Python 3.11 standard library only; openssl does the certificates.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+HACK = Path(__file__).resolve().parent
+REPO = HACK.parent
+STATE_DIR = Path(os.environ.get("BGJOB_CLUSTER_DIR") or REPO / ".cluster").resolve()
+KUBECONFIG = STATE_DIR / "kubeconfig"
+STATE_FILE = STATE_DIR / "state.json"
+PKI = STATE_DIR / "pki"
+LOGS = STATE_DIR / "logs"
+PIDS = STATE_DIR / "pids"
+
+# Started in this order, stopped in reverse.
+COMPONENTS = ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok"]
+SERVICE_CIDR = "10.96.0.0/16"
+SERVICE_IP = "10.96.0.1"  # first address of SERVICE_CIDR: the `kubernetes` Service
+POD_CIDR = "10.244.0.0/16"  # kwok hands out fake pod IPs from here
+NODES = ["kwok-node-0", "kwok-node-1", "kwok-node-2"]
+START_TIMEOUT = 120  # seconds; normally up in well under 30
+
+
+def log(msg: str) -> None:
+    print(f"cluster: {msg}", file=sys.stderr, flush=True)
+
+
+class ClusterError(Exception):
+    pass
+
+
+# --- processes -------------------------------------------------------------
+
+
+def proc_start_time(pid: int) -> str | None:
+    """Kernel start time of a pid (field 22 of /proc/<pid>/stat), or None if it
+    is gone or a zombie. Recorded with each pid so `down` can never signal an
+    unrelated process that happens to reuse the number."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()
+    if fields[0] == "Z":  # exited, waiting to be reaped by whoever adopted it
+        return None
+    return fields[19]
+
+
+def recorded(name: str) -> tuple[int, str] | None:
+    try:
+        pid, start = (PIDS / f"{name}.pid").read_text().split()
+        return int(pid), start
+    except (OSError, ValueError):
+        return None
+
+
+def alive(name: str) -> bool:
+    rec = recorded(name)
+    return rec is not None and proc_start_time(rec[0]) == rec[1]
+
+
+def spawn(name: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
+    logf = open(LOGS / f"{name}.log", "ab")
+    # A new session: the components outlive this script and don't get the
+    # terminal's Ctrl-C; `down` stops them by recorded pid.
+    p = subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=logf,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        env={**os.environ, **(env or {})},
+        cwd=STATE_DIR,
+    )
+    logf.close()
+    start = None
+    for _ in range(100):  # /proc entry appears immediately, but be safe
+        start = proc_start_time(p.pid)
+        if start:
+            break
+        time.sleep(0.01)
+    if not start:
+        raise ClusterError(f"{name} exited at once; see {LOGS / (name + '.log')}")
+    (PIDS / f"{name}.pid").write_text(f"{p.pid} {start}\n")
+    return p
+
+
+def stop_all() -> None:
+    """SIGTERM each recorded process (reverse start order), wait, then SIGKILL."""
+    for name in reversed(COMPONENTS):
+        rec = recorded(name)
+        if rec is None:
+            continue
+        pid, start = rec
+        if proc_start_time(pid) != start:
+            continue  # already gone (or the pid now belongs to someone else)
+        log(f"stopping {name} (pid {pid})")
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        while proc_start_time(pid) == start and time.monotonic() < deadline:
+            reap(pid)
+            time.sleep(0.1)
+        if proc_start_time(pid) == start:
+            log(f"{name} (pid {pid}) ignored SIGTERM; sending SIGKILL")
+            os.kill(pid, signal.SIGKILL)
+            while proc_start_time(pid) == start:
+                reap(pid)
+                time.sleep(0.05)
+        reap(pid)
+
+
+def reap(pid: int) -> None:
+    # Only our own children (when `up` failed half-way in this same process)
+    # can be reaped here; others are reaped by whoever adopted them.
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+# --- certificates ----------------------------------------------------------
+
+
+def openssl(*args: str) -> None:
+    r = subprocess.run(["openssl", *args], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise ClusterError(f"openssl {' '.join(args)} failed:\n{r.stderr}")
+
+
+def make_pki() -> None:
+    """A throwaway CA and the certs/keys the components need. EC P-256 keys:
+    generated in milliseconds, accepted everywhere (incl. ES256 SA tokens)."""
+    PKI.mkdir(parents=True, exist_ok=True)
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    openssl("req", "-x509", *ec, "-keyout", f"{PKI}/ca.key", "-out", f"{PKI}/ca.crt",
+            "-days", "3650", "-subj", "/CN=bgjob-test-ca",
+            "-addext", "basicConstraints=critical,CA:TRUE",
+            "-addext", "keyUsage=critical,keyCertSign,cRLSign,digitalSignature")
+
+    def cert(name: str, subj: str, ext: str) -> None:
+        openssl("req", "-new", *ec, "-keyout", f"{PKI}/{name}.key", "-out", f"{PKI}/{name}.csr",
+                "-subj", subj)
+        (PKI / f"{name}.ext").write_text(ext)
+        openssl("x509", "-req", "-in", f"{PKI}/{name}.csr", "-CA", f"{PKI}/ca.crt",
+                "-CAkey", f"{PKI}/ca.key", "-CAcreateserial", "-days", "3650",
+                "-out", f"{PKI}/{name}.crt", "-extfile", f"{PKI}/{name}.ext")
+
+    client = "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n"
+    sans = ",".join([
+        "IP:127.0.0.1", f"IP:{SERVICE_IP}", "DNS:localhost", "DNS:kubernetes",
+        "DNS:kubernetes.default", "DNS:kubernetes.default.svc",
+        "DNS:kubernetes.default.svc.cluster.local",
+    ])
+    cert("apiserver", "/CN=kube-apiserver",
+         "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
+         f"extendedKeyUsage=serverAuth\nsubjectAltName={sans}\n")
+    # Client identities; RBAC's bootstrap policy knows the system:* users.
+    cert("admin", "/O=system:masters/CN=kubernetes-admin", client)
+    cert("controller-manager", "/CN=system:kube-controller-manager", client)
+    cert("scheduler", "/CN=system:kube-scheduler", client)
+    cert("kwok", "/O=system:masters/CN=kwok", client)  # plays every kubelet
+    # Service-account token signing key pair.
+    openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+            "-out", f"{PKI}/sa.key")
+    openssl("pkey", "-in", f"{PKI}/sa.key", "-pubout", "-out", f"{PKI}/sa.pub")
+    for f in PKI.iterdir():
+        if f.suffix == ".key":
+            f.chmod(0o600)
+
+
+def write_kubeconfig(path: Path, server: str, user: str) -> None:
+    def b64(name: str) -> str:
+        return base64.b64encode((PKI / name).read_bytes()).decode()
+
+    # JSON is valid YAML, and this keeps us on the standard library.
+    cfg = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "bgjob-local", "cluster": {
+            "server": server, "certificate-authority-data": b64("ca.crt")}}],
+        "users": [{"name": user, "user": {
+            "client-certificate-data": b64(f"{user}.crt"), "client-key-data": b64(f"{user}.key")}}],
+        "contexts": [{"name": "bgjob-local", "context": {"cluster": "bgjob-local", "user": user}}],
+        "current-context": "bgjob-local",
+    }
+    path.write_text(json.dumps(cfg, indent=2) + "\n")
+    path.chmod(0o600)
+
+
+# --- health ----------------------------------------------------------------
+
+
+def free_ports(n: int) -> list[int]:
+    # Hold all sockets open until every port is chosen, so they're distinct.
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def api_get(server: str, path: str, timeout: float = 2.0) -> tuple[int, str]:
+    ctx = ssl.create_default_context(cafile=str(PKI / "ca.crt"))
+    ctx.load_cert_chain(str(PKI / "admin.crt"), str(PKI / "admin.key"))
+    try:
+        with urllib.request.urlopen(server + path, context=ctx, timeout=timeout) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode(errors="replace")
+    except (OSError, ssl.SSLError) as e:
+        return 0, str(e)
+
+
+def wait_for(what: str, check, deadline: float, procs: dict | None = None) -> None:
+    while True:
+        if check():
+            return
+        for name, p in (procs or {}).items():
+            if p.poll() is not None:
+                raise ClusterError(f"{name} exited with {p.returncode} while waiting for {what}; "
+                                   f"see {LOGS / (name + '.log')}")
+        if time.monotonic() > deadline:
+            raise ClusterError(f"timed out waiting for {what}; logs in {LOGS}")
+        time.sleep(0.2)
+
+
+def load_state() -> dict | None:
+    try:
+        return json.loads(STATE_FILE.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def healthy(state: dict | None) -> bool:
+    if not state or not all(alive(c) for c in COMPONENTS):
+        return False
+    return api_get(state["server"], "/readyz")[0] == 200
+
+
+# --- commands --------------------------------------------------------------
+
+
+def bins() -> Path:
+    r = subprocess.run([str(HACK / "bins.sh")], stdout=subprocess.PIPE, text=True)
+    if r.returncode != 0:
+        raise ClusterError("hack/bins.sh failed")
+    return Path(r.stdout.strip().splitlines()[-1])
+
+
+def cmd_up() -> None:
+    t0 = time.monotonic()
+    state = load_state()
+    if healthy(state):
+        log(f"already up (kubeconfig {KUBECONFIG})")
+        return
+    if STATE_DIR.exists():
+        # Half-started or crashed: start over from a clean slate.
+        log(f"found stale state in {STATE_DIR}; cleaning it up first")
+        cmd_down()
+
+    bindir = bins()
+    t_bins = time.monotonic()
+    for d in (PKI, LOGS, PIDS, STATE_DIR / "etcd", STATE_DIR / "kwok"):
+        d.mkdir(parents=True, exist_ok=True)
+    procs: dict[str, subprocess.Popen] = {}
+    try:
+        _start(bindir, procs)
+    except BaseException:
+        log("start failed; stopping what was started (state and logs kept in "
+            f"{STATE_DIR} until the next up/down)")
+        stop_all()
+        raise
+    log(f"up in {time.monotonic() - t0:.1f}s ({time.monotonic() - t_bins:.1f}s after bins.sh); "
+        f"export KUBECONFIG={KUBECONFIG}")
+
+
+def _start(bindir: Path, procs: dict) -> None:
+    make_pki()
+    etcd_port, etcd_peer, api_port, kcm_port, sched_port = free_ports(5)
+    server = f"https://127.0.0.1:{api_port}"
+    state = {"server": server, "bindir": str(bindir), "etcd": f"http://127.0.0.1:{etcd_port}"}
+    STATE_FILE.write_text(json.dumps(state, indent=2) + "\n")
+    write_kubeconfig(KUBECONFIG, server, "admin")
+    for user in ("controller-manager", "scheduler", "kwok"):
+        write_kubeconfig(STATE_DIR / f"{user}.kubeconfig", server, user)
+    deadline = time.monotonic() + START_TIMEOUT
+    b = lambda name: str(bindir / name)  # noqa: E731
+
+    # etcd: plain HTTP, but only on loopback. No fsync: this data is disposable
+    # and fsync dominates etcd latency on CI disks.
+    etcd_url, peer_url = state["etcd"], f"http://127.0.0.1:{etcd_peer}"
+    procs["etcd"] = spawn("etcd", [
+        b("etcd"), "--name=default", f"--data-dir={STATE_DIR / 'etcd'}",
+        f"--listen-client-urls={etcd_url}", f"--advertise-client-urls={etcd_url}",
+        f"--listen-peer-urls={peer_url}", f"--initial-advertise-peer-urls={peer_url}",
+        f"--initial-cluster=default={peer_url}", "--unsafe-no-fsync", "--log-level=warn",
+    ])
+
+    def etcd_ok() -> bool:
+        try:
+            with urllib.request.urlopen(etcd_url + "/health", timeout=1) as r:
+                return json.load(r).get("health") == "true"
+        except (OSError, ValueError):
+            return False
+
+    wait_for("etcd", etcd_ok, deadline, procs)
+
+    procs["kube-apiserver"] = spawn("kube-apiserver", [
+        b("kube-apiserver"),
+        f"--etcd-servers={etcd_url}",
+        "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", f"--secure-port={api_port}",
+        f"--tls-cert-file={PKI}/apiserver.crt", f"--tls-private-key-file={PKI}/apiserver.key",
+        f"--client-ca-file={PKI}/ca.crt",
+        "--authorization-mode=Node,RBAC",
+        # On top of the default plugins (which include PodSecurity, whose
+        # default level is privileged; namespaces opt in by label).
+        "--enable-admission-plugins=NodeRestriction",
+        "--allow-privileged=true",  # so PodSecurity, not this flag, is what rejects
+        f"--service-cluster-ip-range={SERVICE_CIDR}",
+        "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+        f"--service-account-key-file={PKI}/sa.pub",
+        f"--service-account-signing-key-file={PKI}/sa.key",
+        "--profiling=false",
+    ])
+    wait_for("kube-apiserver /readyz", lambda: api_get(server, "/readyz")[0] == 200, deadline, procs)
+
+    procs["kube-controller-manager"] = spawn("kube-controller-manager", [
+        b("kube-controller-manager"),
+        f"--kubeconfig={STATE_DIR / 'controller-manager.kubeconfig'}",
+        "--bind-address=127.0.0.1", f"--secure-port={kcm_port}",
+        # Every default controller: garbage collector, deployment, replicaset,
+        # statefulset, job, cronjob, namespace, serviceaccount(-token),
+        # root-ca-cert-publisher, node lifecycle, pod GC, ...
+        "--controllers=*",
+        "--use-service-account-credentials=true",
+        f"--service-account-private-key-file={PKI}/sa.key",
+        f"--root-ca-file={PKI}/ca.crt",
+        f"--cluster-signing-cert-file={PKI}/ca.crt", f"--cluster-signing-key-file={PKI}/ca.key",
+        f"--service-cluster-ip-range={SERVICE_CIDR}",
+        "--leader-elect=false",
+        "--profiling=false",
+    ])
+    procs["kube-scheduler"] = spawn("kube-scheduler", [
+        b("kube-scheduler"),
+        f"--kubeconfig={STATE_DIR / 'scheduler.kubeconfig'}",
+        "--bind-address=127.0.0.1", f"--secure-port={sched_port}",
+        "--leader-elect=false",
+        "--profiling=false",
+    ])
+    # kwok: no --server-address/--node-port, so it opens no port at all.
+    # KWOK_WORKDIR keeps a user's ~/.kwok/kwok.yaml from leaking in.
+    procs["kwok"] = spawn("kwok", [
+        b("kwok"),
+        f"--kubeconfig={STATE_DIR / 'kwok.kubeconfig'}",
+        f"--config={HACK / 'kwok' / 'stages.yaml'}",
+        "--manage-all-nodes=false",
+        "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
+        f"--cidr={POD_CIDR}",
+        "--node-ip=127.0.0.1",
+    ], env={"KWOK_WORKDIR": str(STATE_DIR / "kwok")})
+
+    kubectl = [b("kubectl"), f"--kubeconfig={KUBECONFIG}"]
+    apply = subprocess.run(kubectl + ["apply", "-f", "-"], input=nodes_manifest(),
+                           capture_output=True, text=True)
+    if apply.returncode != 0:
+        raise ClusterError(f"creating nodes failed:\n{apply.stderr}")
+
+    def default_sa() -> bool:
+        return api_get(server, "/api/v1/namespaces/default/serviceaccounts/default")[0] == 200
+
+    def nodes_ready() -> bool:
+        code, body = api_get(server, "/api/v1/nodes?labelSelector=type%3Dkwok")
+        if code != 200:
+            return False
+        ready = [n for n in json.loads(body)["items"]
+                 if any(c["type"] == "Ready" and c["status"] == "True"
+                        for c in n.get("status", {}).get("conditions", []))]
+        return len(ready) == len(NODES)
+
+    wait_for("the default ServiceAccount", default_sa, deadline, procs)
+    wait_for(f"{len(NODES)} Ready nodes", nodes_ready, deadline, procs)
+    wait_for("kube-apiserver /readyz", lambda: api_get(server, "/readyz")[0] == 200, deadline, procs)
+
+
+def nodes_manifest() -> str:
+    """Fake nodes, managed by kwok because of the annotation. No taints: the
+    operator's pods must schedule without special tolerations."""
+    items = []
+    for name in NODES:
+        items.append({
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {
+                "name": name,
+                "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
+                "labels": {
+                    "type": "kwok",
+                    "kubernetes.io/hostname": name,
+                    "kubernetes.io/os": "linux",
+                    "kubernetes.io/arch": "amd64",
+                    "kubernetes.io/role": "agent",
+                    "node-role.kubernetes.io/agent": "",
+                },
+            },
+            "status": {
+                "allocatable": {"cpu": "32", "memory": "128Gi", "pods": "110"},
+                "capacity": {"cpu": "32", "memory": "128Gi", "pods": "110"},
+            },
+        })
+    return json.dumps({"apiVersion": "v1", "kind": "List", "items": items})
+
+
+def cmd_down() -> None:
+    if not STATE_DIR.exists():
+        log("not running (no state)")
+        return
+    stop_all()
+    shutil.rmtree(STATE_DIR)
+    log(f"down; removed {STATE_DIR}")
+
+
+def cmd_status() -> int:
+    state = load_state()
+    if healthy(state):
+        print(f"up: {state['server']} (KUBECONFIG={KUBECONFIG})")
+        return 0
+    running = [c for c in COMPONENTS if alive(c)]
+    if running:
+        print(f"unhealthy: running {', '.join(running)}; logs in {LOGS}")
+    else:
+        print("down")
+    return 1
+
+
+def cmd_env() -> None:
+    state = load_state()
+    bindir = state["bindir"] if state else str(bins())
+    print(f"export KUBECONFIG={KUBECONFIG}")
+    print(f"export PATH={bindir}:$PATH")
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2 or argv[1] not in ("up", "down", "status", "env"):
+        print(__doc__.strip().split("\n\n")[1], file=sys.stderr)
+        return 2
+    try:
+        if argv[1] == "up":
+            cmd_up()
+        elif argv[1] == "down":
+            cmd_down()
+        elif argv[1] == "status":
+            return cmd_status()
+        else:
+            cmd_env()
+    except ClusterError as e:
+        log(f"ERROR: {e}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

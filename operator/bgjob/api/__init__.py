@@ -1,0 +1,1 @@
+"""The BackgroundJob API: models, validation rules and CRD generation."""

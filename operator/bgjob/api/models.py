@@ -1,0 +1,596 @@
+"""The BackgroundJob API (bgjob.dev/v1alpha1) as pydantic models.
+
+These models are the single source of truth: the CRD schema is generated from
+them (``bgjob.api.crd``), and the operator parses every object through them.
+Field names, defaults and rules follow the contract in docs/api.md.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    WithJsonSchema,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+from bgjob.api.rules import Rule, exactly_one, exactly_one_cel
+
+GROUP = "bgjob.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "BackgroundJob"
+PLURAL = "backgroundjobs"
+SINGULAR = "backgroundjob"
+SHORT_NAMES = ["bgj", "bgjob"]
+
+# Children are named after the BackgroundJob and carry it in label values; the
+# StatefulSet's controller-revision-hash label and CronJob's Job names leave
+# room for 52 characters (the same limit CronJob names have).
+MAX_NAME_LENGTH = 52
+
+CRON_PATTERN = r"^\s*\S+(\s+\S+){4}\s*$"
+# scheme://user:password@host: a password in the userinfo part of a URL.
+URL_WITH_PASSWORD = r"^[A-Za-z][A-Za-z0-9+.-]*://[^/@]*:[^/@]*@"
+
+# Kubernetes types we pass through to the pod as they are; the API server
+# validates them when the workload is applied.
+Quantity = Annotated[
+    str | int,
+    WithJsonSchema({"x-kubernetes-int-or-string": True}),
+]
+FreeForm = Annotated[
+    dict[str, Any],
+    WithJsonSchema({"type": "object", "x-kubernetes-preserve-unknown-fields": True}),
+]
+
+
+class RuleViolation(ValueError):
+    """A cross-field rule that does not hold, with the field it is about."""
+
+    def __init__(self, field_path: str, message: str) -> None:
+        super().__init__(message)
+        self.field_path = field_path
+        self.message = message
+
+
+class InvalidSpec(ValueError):
+    """A BackgroundJob that breaks the API contract; the message names each field."""
+
+
+def describe(error: ValidationError) -> str:
+    """One line per problem, each starting with the field path: 'spec.concurrency: ...'."""
+    lines = []
+    for item in error.errors():
+        where = ".".join(str(part) for part in item["loc"])
+        cause = (item.get("ctx") or {}).get("error")
+        if isinstance(cause, RuleViolation):
+            where = (where + cause.field_path) if cause.field_path else where
+            message = cause.message
+        else:
+            message = item["msg"]
+            if "input" in item and item["type"] not in ("missing", "model_type"):
+                message += f" (got {item['input']!r})"
+        lines.append(f"{where}: {message}" if where else message)
+    return "; ".join(lines)
+
+
+class ApiModel(BaseModel):
+    """Base for every API object: camelCase on the wire, unknown fields rejected."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+    )
+    # Cross-field rules of this node, enforced here and written into the CRD.
+    rules: ClassVar[tuple[Rule, ...]] = ()
+
+    @model_validator(mode="after")
+    def _check_rules(self) -> ApiModel:
+        for rule in self.rules:
+            if not rule.holds(self):
+                raise RuleViolation(rule.field_path, rule.message)
+        return self
+
+    def wire(self) -> dict[str, Any]:
+        """The object as the API server stores it (camelCase, unset fields left out)."""
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+# --- what runs -------------------------------------------------------------------
+
+
+class EnvVar(ApiModel):
+    """An environment variable for the worker container (core/v1 EnvVar)."""
+
+    name: str = Field(description="Name of the environment variable.", min_length=1)
+    value: str | None = Field(default=None, description="A literal value.")
+    value_from: FreeForm | None = Field(
+        default=None,
+        description="Source for the value: secretKeyRef, configMapKeyRef, fieldRef or "
+        "resourceFieldRef, as in core/v1 EnvVarSource.",
+    )
+
+
+class EnvFromSource(ApiModel):
+    """A source of environment variables (core/v1 EnvFromSource)."""
+
+    prefix: str | None = Field(default=None, description="Prefix added to every key.")
+    config_map_ref: FreeForm | None = Field(
+        default=None, description="A ConfigMap whose keys become variables: {name, optional}."
+    )
+    secret_ref: FreeForm | None = Field(
+        default=None, description="A Secret whose keys become variables: {name, optional}."
+    )
+
+
+class Resources(ApiModel):
+    """Compute resources of the worker container (core/v1 ResourceRequirements)."""
+
+    limits: dict[str, Quantity] | None = Field(
+        default=None, description="Maximum resources, e.g. {cpu: 500m, memory: 256Mi}."
+    )
+    requests: dict[str, Quantity] | None = Field(
+        default=None, description="Resources the scheduler reserves, e.g. {cpu: 100m}."
+    )
+
+
+class TemplateMetadata(ApiModel):
+    """Labels and annotations added to every pod."""
+
+    labels: dict[str, str] | None = Field(default=None, description="Extra pod labels.")
+    annotations: dict[str, str] | None = Field(default=None, description="Extra pod annotations.")
+
+
+class PodTemplateOverlay(ApiModel):
+    """An overlay merged into the generated pod; fields set on the spec win over it."""
+
+    metadata: TemplateMetadata | None = Field(
+        default=None, description="Labels and annotations added to the pod."
+    )
+    spec: FreeForm | None = Field(
+        default=None,
+        description="Part of a core/v1 PodSpec merged into the generated one: nodeSelector, "
+        "tolerations, affinity, securityContext, volumes, imagePullSecrets, "
+        "priorityClassName; containers[name=worker] adds volumeMounts or a securityContext "
+        "to the worker container.",
+    )
+
+
+# --- when it runs ------------------------------------------------------------------
+
+
+class ContinuousTrigger(ApiModel):
+    """Run all the time, like a hosted service; restarted when it exits."""
+
+
+class ScheduleTrigger(ApiModel):
+    """Run on a cron schedule, like a CronJob."""
+
+    cron: str = Field(
+        description='Standard 5-field cron expression, e.g. "0 3 * * *".',
+        max_length=128,
+    )
+    time_zone: str = Field(
+        default="UTC", description="IANA time zone the schedule is read in.", max_length=64
+    )
+    starting_deadline_seconds: int | None = Field(
+        default=None,
+        ge=0,
+        description="A run that could not start within this many seconds of its time is skipped.",
+    )
+
+    rules = (
+        Rule(
+            cel=f"self.cron.matches(r'{CRON_PATTERN}')",
+            message="must be a standard cron expression with five fields "
+            "(minute hour day-of-month month day-of-week)",
+            field_path=".cron",
+            holds=lambda s: re.match(CRON_PATTERN, s.cron) is not None,
+        ),
+    )
+
+
+class OnceTrigger(ApiModel):
+    """Run once: now, at a time (PerformAt) or after a delay (PerformIn)."""
+
+    at: datetime | None = Field(
+        default=None, description="When to run (RFC 3339). In the past: run now."
+    )
+    delay_seconds: int | None = Field(
+        default=None,
+        ge=0,
+        description="Run this many seconds after the BackgroundJob was created.",
+    )
+
+    rules = (
+        Rule(
+            cel="!(has(self.at) && has(self.delaySeconds))",
+            message="set at most one of at and delaySeconds",
+            field_path=".delaySeconds",
+            holds=lambda s: s.at is None or s.delay_seconds is None,
+        ),
+    )
+
+
+class SecretKeyRef(ApiModel):
+    """A key in a Secret in the BackgroundJob's namespace."""
+
+    name: str = Field(description="Name of the Secret.", min_length=1)
+    key: str = Field(description="Key within the Secret.", min_length=1)
+
+
+class UrlFrom(ApiModel):
+    """Where to read a URL that carries credentials."""
+
+    secret_key_ref: SecretKeyRef = Field(description="The Secret key holding the URL.")
+
+
+def _url_rules() -> tuple[Rule, ...]:
+    return (
+        Rule(
+            cel=exactly_one_cel("url", "urlFrom"),
+            message="set exactly one of url and urlFrom",
+            holds=lambda s: exactly_one(s, "url", "url_from"),
+        ),
+        Rule(
+            cel=f"!has(self.url) || !self.url.matches(r'{URL_WITH_PASSWORD}')",
+            message="must not contain a password; keep the URL in a Secret and use "
+            "urlFrom.secretKeyRef",
+            field_path=".url",
+            holds=lambda s: s.url is None or re.match(URL_WITH_PASSWORD, s.url) is None,
+        ),
+    )
+
+
+class RedisQueue(ApiModel):
+    """A Redis list; the backlog is its length (LLEN)."""
+
+    url: str | None = Field(
+        default=None,
+        max_length=2048,
+        description="redis://host:port/db without a password.",
+    )
+    url_from: UrlFrom | None = Field(
+        default=None, description="Read the URL (with credentials) from a Secret."
+    )
+    list: str = Field(description="Name of the Redis list.", min_length=1, max_length=1024)
+
+    rules = _url_rules()
+
+
+class RabbitMQQueue(ApiModel):
+    """A RabbitMQ queue; the backlog is its ready messages."""
+
+    url: str | None = Field(
+        default=None,
+        max_length=2048,
+        description="amqp://host:port/vhost without a password.",
+    )
+    url_from: UrlFrom | None = Field(
+        default=None, description="Read the URL (with credentials) from a Secret."
+    )
+    queue: str = Field(description="Name of the queue.", min_length=1, max_length=255)
+
+    rules = _url_rules()
+
+
+class QueueTrigger(ApiModel):
+    """Workers scaled by the backlog of a queue, to zero when idle."""
+
+    redis: RedisQueue | None = Field(default=None, description="A Redis list.")
+    rabbitmq: RabbitMQQueue | None = Field(default=None, description="A RabbitMQ queue.")
+    target_per_replica: int = Field(
+        default=5, ge=1, description="Messages per worker: replicas = ceil(backlog / this)."
+    )
+    activation_threshold: int = Field(
+        default=0, ge=0, description="Backlog above which the workers scale from 0 to 1."
+    )
+    min_replicas: int = Field(
+        default=0, ge=0, description="Fewest workers, also when idle (0: scale to zero)."
+    )
+    polling_interval_seconds: int = Field(
+        default=2, ge=1, le=3600, description="How often the backlog is read."
+    )
+    cooldown_seconds: int = Field(
+        default=60,
+        ge=0,
+        description="Time without backlog before scaling down to minReplicas.",
+    )
+
+    rules = (
+        Rule(
+            cel=exactly_one_cel("redis", "rabbitmq"),
+            message="set exactly one queue backend: redis or rabbitmq",
+            holds=lambda s: exactly_one(s, "redis", "rabbitmq"),
+        ),
+    )
+
+
+TRIGGER_KINDS = ("continuous", "schedule", "once", "queue")
+TriggerKind = Literal["continuous", "schedule", "once", "queue"]
+
+
+class Trigger(ApiModel):
+    """When the work runs: exactly one of continuous, schedule, once or queue."""
+
+    continuous: ContinuousTrigger | None = Field(
+        default=None, description="Run all the time, like a hosted service."
+    )
+    schedule: ScheduleTrigger | None = Field(default=None, description="Run on a cron schedule.")
+    once: OnceTrigger | None = Field(
+        default=None, description="Run once: now, at a time or after a delay."
+    )
+    queue: QueueTrigger | None = Field(
+        default=None, description="Scale workers with the backlog of a queue."
+    )
+
+    rules = (
+        Rule(
+            cel=exactly_one_cel(*TRIGGER_KINDS),
+            message="set exactly one trigger: continuous, schedule, once or queue",
+            holds=lambda s: exactly_one(s, *TRIGGER_KINDS),
+        ),
+    )
+
+    @property
+    def kind(self) -> TriggerKind:
+        """Which of the four triggers is set."""
+        for name in TRIGGER_KINDS:
+            if getattr(self, name) is not None:
+                return name  # type: ignore[return-value]
+        raise ValueError("no trigger set")
+
+
+# --- how it stops, runs and keeps history --------------------------------------------
+
+
+class Shutdown(ApiModel):
+    """How a worker stops: an optional drain pause, SIGTERM, then a bounded wait."""
+
+    grace_period_seconds: int = Field(
+        default=30,
+        ge=0,
+        description="Seconds between SIGTERM and SIGKILL; also passed to the worker as "
+        "BGJOB_SHUTDOWN_TIMEOUT_SECONDS.",
+    )
+    pre_stop_sleep_seconds: int = Field(
+        default=0, ge=0, description="Pause before SIGTERM, e.g. to drain connections."
+    )
+
+
+class RunSettings(ApiModel):
+    """Settings of runs that complete (schedule, once)."""
+
+    backoff_limit: int = Field(default=3, ge=0, description="Retries before a run fails.")
+    active_deadline_seconds: int | None = Field(
+        default=None, ge=1, description="A run still going after this long is failed."
+    )
+    ttl_seconds_after_finished: int | None = Field(
+        default=None, ge=0, description="Delete a finished run's Job after this long."
+    )
+
+
+class History(ApiModel):
+    """How many finished runs to keep."""
+
+    successful_runs: int = Field(default=3, ge=0, description="Succeeded runs to keep.")
+    failed_runs: int = Field(default=1, ge=0, description="Failed runs to keep.")
+
+
+Overlap = Literal["Allow", "Forbid", "Replace"]
+
+
+class BackgroundJobSpec(ApiModel):
+    """What runs, when, how many at once, and how it stops."""
+
+    image: str = Field(description="Container image of the worker.", min_length=1)
+    command: list[str] | None = Field(default=None, description="Entrypoint override.")
+    args: list[str] | None = Field(default=None, description="Arguments to the entrypoint.")
+    env: list[EnvVar] | None = Field(default=None, description="Environment variables.")
+    env_from: list[EnvFromSource] | None = Field(
+        default=None, description="ConfigMaps and Secrets whose keys become variables."
+    )
+    resources: Resources | None = Field(default=None, description="CPU and memory.")
+    service_account_name: str | None = Field(
+        default=None, description="ServiceAccount the worker pods run as."
+    )
+    template: PodTemplateOverlay | None = Field(
+        default=None, description="Overlay for the pod: labels, scheduling, volumes, security."
+    )
+    trigger: Trigger = Field(description="When the work runs: exactly one trigger.")
+    concurrency: int = Field(
+        default=1,
+        ge=1,
+        description="How many at once. continuous: replicas; queue: most replicas; "
+        "schedule and once: pods per run.",
+    )
+    singleton: bool = Field(
+        default=False,
+        description="Never more than one instance, even during a rollout or a node failure.",
+    )
+    overlap: Overlap | None = Field(
+        default=None,
+        description="schedule only: what to do when a run is due while the last still runs. "
+        "Allow, Forbid (skip the new one, the default) or Replace.",
+    )
+    shutdown: Shutdown = Field(
+        default_factory=Shutdown,
+        json_schema_extra={"default": {}},
+        description="How a worker is stopped.",
+    )
+    run: RunSettings = Field(
+        default_factory=RunSettings,
+        json_schema_extra={"default": {}},
+        description="Settings of runs that complete.",
+    )
+    history: History = Field(
+        default_factory=History,
+        json_schema_extra={"default": {}},
+        description="Finished runs to keep.",
+    )
+    suspend: bool = Field(default=False, description="Start no new runs and scale workers to zero.")
+
+    rules = (
+        Rule(
+            cel="!(self.singleton && self.concurrency > 1)",
+            message="singleton: true allows no concurrency above 1",
+            field_path=".concurrency",
+            holds=lambda s: not (s.singleton and s.concurrency > 1),
+        ),
+        Rule(
+            cel="!has(self.overlap) || has(self.trigger.schedule)",
+            message="overlap applies only to a schedule trigger",
+            field_path=".overlap",
+            reason="FieldValueForbidden",
+            holds=lambda s: s.overlap is None or s.trigger.schedule is not None,
+        ),
+        Rule(
+            cel="!has(self.trigger.queue) || self.trigger.queue.minReplicas <= self.concurrency",
+            message="trigger.queue.minReplicas must not exceed concurrency (the most replicas)",
+            field_path=".trigger.queue.minReplicas",
+            holds=lambda s: (
+                s.trigger.queue is None or s.trigger.queue.min_replicas <= s.concurrency
+            ),
+        ),
+    )
+
+    @property
+    def effective_overlap(self) -> Overlap:
+        """The overlap policy in force: singleton forces Forbid."""
+        return "Forbid" if self.singleton else (self.overlap or "Forbid")
+
+    @property
+    def parallelism(self) -> int:
+        """Pods per run for the run-to-completion triggers."""
+        return 1 if self.singleton else self.concurrency
+
+
+# --- status -------------------------------------------------------------------------
+
+
+class Condition(ApiModel):
+    """A condition in the Kubernetes API conventions (metav1.Condition)."""
+
+    type: str = Field(description="Ready, Progressing, Degraded, Stalled, Complete or Failed.")
+    status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
+    reason: str = Field(description="One CamelCase word for machines.")
+    message: str = Field(default="", description="Human-readable details.")
+    last_transition_time: str | None = Field(
+        default=None, description="When the status last changed."
+    )
+    observed_generation: int | None = Field(
+        default=None, description="The .metadata.generation the condition was set for."
+    )
+
+
+class WorkloadRef(ApiModel):
+    """The native object that runs the work."""
+
+    api_version: str = Field(description="apps/v1 or batch/v1.")
+    kind: str = Field(description="Deployment, StatefulSet, CronJob or Job.")
+    name: str = Field(description="Name of the object.")
+
+
+class RunRecord(ApiModel):
+    """One run (a Job) of a schedule or once BackgroundJob."""
+
+    name: str = Field(description="Name of the Job.")
+    start_time: str | None = Field(default=None, description="When it started.")
+    completion_time: str | None = Field(default=None, description="When it finished.")
+    result: Literal["Succeeded", "Failed"] | None = Field(
+        default=None, description="Succeeded or Failed; unset while running."
+    )
+    reason: str | None = Field(default=None, description="Why it ended, e.g. BackoffLimitExceeded.")
+    message: str | None = Field(default=None, description="Details of the result.")
+
+
+State = Literal[
+    "Running", "Idle", "Scheduled", "Waiting", "Succeeded", "Failed", "Suspended", "Degraded"
+]
+
+
+class BackgroundJobStatus(ApiModel):
+    """What the operator observed, for humans (state) and tools (conditions)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    observed_generation: int | None = Field(
+        default=None, description="The .metadata.generation this status describes."
+    )
+    state: State | None = Field(default=None, description="One word for humans.")
+    trigger: TriggerKind | None = Field(default=None, description="Which trigger is set.")
+    conditions: list[Condition] | None = Field(
+        default=None, description="Ready, Progressing, Degraded, Stalled, Complete, Failed."
+    )
+    workload: WorkloadRef | None = Field(default=None, description="The native workload.")
+    replicas: int | None = Field(default=None, description="Pods the workload has.")
+    ready_replicas: int | None = Field(default=None, description="Pods that are ready.")
+    desired_replicas: int | None = Field(default=None, description="Pods wanted now.")
+    queue_length: int | None = Field(default=None, description="Backlog last read (queue).")
+    last_schedule_time: str | None = Field(
+        default=None, description="When a run was last scheduled."
+    )
+    next_run_time: str | None = Field(default=None, description="When the next run is due.")
+    last_successful_time: str | None = Field(default=None, description="When a run last succeeded.")
+    active_runs: list[str] | None = Field(default=None, description="Jobs running now.")
+    last_run: RunRecord | None = Field(default=None, description="The latest finished run.")
+    run_now_handled: str | None = Field(
+        default=None,
+        description="The bgjob.dev/run-now annotation value that already started a run.",
+    )
+
+
+# --- the object ---------------------------------------------------------------------
+
+
+class ObjectMeta(BaseModel):
+    """The parts of metadata the operator reads."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, frozen=True)
+
+    name: str = ""
+    namespace: str = "default"
+    uid: str = ""
+    generation: int = 0
+    creation_timestamp: str | None = Field(default=None, alias="creationTimestamp")
+    annotations: dict[str, str] = Field(default_factory=dict)
+    labels: dict[str, str] = Field(default_factory=dict)
+
+
+class BackgroundJob(ApiModel):
+    """A piece of background work and how it runs."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    api_version: Literal["bgjob.dev/v1alpha1"] = "bgjob.dev/v1alpha1"
+    kind: Literal["BackgroundJob"] = "BackgroundJob"
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+    spec: BackgroundJobSpec
+    status: BackgroundJobStatus = Field(default_factory=BackgroundJobStatus)
+
+    rules = (
+        Rule(
+            cel=f"size(self.metadata.name) <= {MAX_NAME_LENGTH}",
+            message=f"metadata.name must be at most {MAX_NAME_LENGTH} characters: it names "
+            "the workload and its pods",
+            holds=lambda s: len(s.metadata.name) <= MAX_NAME_LENGTH,
+        ),
+    )
+
+
+def parse(body: dict[str, Any]) -> BackgroundJob:
+    """Read a BackgroundJob from its wire form; InvalidSpec names every bad field."""
+    try:
+        return BackgroundJob.model_validate(body)
+    except ValidationError as error:
+        raise InvalidSpec(describe(error)) from None

@@ -1,0 +1,203 @@
+"""`bgjob-operator run | crd | render | version`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+import yaml
+
+from bgjob import __version__
+from bgjob.api.crd import crd_yaml
+from bgjob.api.models import KIND, InvalidSpec, parse
+
+log = logging.getLogger("bgjob.cli")
+
+
+def _configure_logging(level: str) -> None:
+    """One event per line, key=value, UTC timestamps."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        logging.Formatter(
+            "time=%(asctime)s level=%(levelname)s logger=%(name)s %(message)s",
+            datefmt="%Y-%m-%dT%H:%M:%SZ",
+        )
+    )
+    logging.Formatter.converter = time.gmtime
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # kopf logs every handler call at INFO; ours say what matters.
+    logging.getLogger("kopf").setLevel(max(logging.WARNING, root.level))
+
+
+def _address(value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    return host or "127.0.0.1", int(port)
+
+
+# --- run ------------------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Start the operator until SIGTERM or SIGINT."""
+    import kopf
+    from prometheus_client import start_http_server
+
+    from bgjob.handlers import Runtime, build_registry
+    from bgjob.kube import Kube, load_config
+
+    _configure_logging(args.log_level)
+    namespaces = tuple(args.namespace or ())
+    runtime = Runtime(kube=Kube(load_config()), workers=args.workers, namespaces=namespaces)
+    registry = build_registry(runtime)
+    metrics_host, metrics_port = _address(args.metrics_address)
+    start_http_server(metrics_port, addr=metrics_host)
+    health_host, health_port = _address(args.health_address)
+    stop = threading.Event()
+
+    def request_stop(signum: int, _frame: Any) -> None:
+        log.info("stopping signal=%s", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    log.info(
+        "starting version=%s namespaces=%s health=%s:%d metrics=%s:%d",
+        __version__,
+        ",".join(namespaces) or "*",
+        health_host,
+        health_port,
+        metrics_host,
+        metrics_port,
+    )
+    asyncio.run(
+        kopf.operator(
+            registry=registry,
+            standalone=True,
+            clusterwide=not namespaces,
+            namespaces=namespaces,
+            liveness_endpoint=f"http://{health_host}:{health_port}/healthz",
+            stop_flag=stop,
+        )
+    )
+    log.info("stopped")
+    return 0
+
+
+# --- crd ------------------------------------------------------------------------------
+
+
+def cmd_crd(_: argparse.Namespace) -> int:
+    """Print the CRD generated from the models."""
+    sys.stdout.write(crd_yaml())
+    return 0
+
+
+# --- render ---------------------------------------------------------------------------
+
+
+def _documents(paths: Sequence[str]) -> Iterator[tuple[str, dict[str, Any]]]:
+    for name in paths:
+        text = sys.stdin.read() if name == "-" else Path(name).read_text()
+        for doc in yaml.safe_load_all(text):
+            if isinstance(doc, dict) and doc.get("kind") == KIND:
+                yield name, doc
+
+
+def render(docs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The objects the operator would create for these BackgroundJobs, before any run."""
+    from bgjob import workloads
+    from bgjob.workloads.runs import run_job
+
+    out: list[dict[str, Any]] = []
+    for doc in docs:
+        body = {**doc, "metadata": {"namespace": "default", **(doc.get("metadata") or {})}}
+        bgj = parse(body)
+        workload = workloads.workload(bgj)
+        if workload is not None:
+            out.append(workload)
+        if bgj.spec.trigger.kind == "once":
+            out.append(run_job(bgj, bgj.metadata.name, "once"))
+    return out
+
+
+def cmd_render(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+    """Print the children of the BackgroundJobs in the given files, or the errors."""
+    found = list(_documents(args.filename))
+    if not found:
+        print(f"error: no {KIND} in {', '.join(args.filename)}", file=sys.stderr)
+        return 1
+    objects: list[dict[str, Any]] = []
+    failed = False
+    for source, doc in found:
+        name = (doc.get("metadata") or {}).get("name", "?")
+        try:
+            objects.extend(render([doc]))
+        except InvalidSpec as error:
+            print(f"error: {source}: {KIND} {name}: {error}", file=sys.stderr)
+            failed = True
+    if failed:
+        return 1
+    yaml.safe_dump_all(objects, out, sort_keys=False)
+    return 0
+
+
+# --- version --------------------------------------------------------------------------
+
+
+def cmd_version(_: argparse.Namespace) -> int:
+    """Print the version."""
+    print(f"bgjob-operator {__version__}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command line."""
+    top = argparse.ArgumentParser(prog="bgjob-operator", description=__doc__)
+    sub = top.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the operator")
+    run.add_argument(
+        "-n",
+        "--namespace",
+        action="append",
+        help="watch only this namespace (repeatable); default: all namespaces",
+    )
+    run.add_argument("--health-address", default="127.0.0.1:8080", help="/healthz listens here")
+    run.add_argument("--metrics-address", default="127.0.0.1:9090", help="/metrics listens here")
+    run.add_argument("--workers", type=int, default=4, help="reconciles at once")
+    run.add_argument("--log-level", default="info", help="debug, info, warning, error")
+    run.set_defaults(handler=cmd_run)
+
+    crd = sub.add_parser("crd", help="print the CustomResourceDefinition")
+    crd.set_defaults(handler=cmd_crd)
+
+    rend = sub.add_parser("render", help="print the objects a BackgroundJob becomes")
+    rend.add_argument(
+        "-f", "--filename", action="append", required=True, help="YAML file, or - for stdin"
+    )
+    rend.set_defaults(handler=cmd_render)
+
+    version = sub.add_parser("version", help="print the version")
+    version.set_defaults(handler=cmd_version)
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script."""
+    args = parser().parse_args(argv)
+    code: int = args.handler(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

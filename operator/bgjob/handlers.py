@@ -1,0 +1,179 @@
+"""kopf wiring: watch events feed the cache and the work queue; workers reconcile.
+
+kopf gives us robust watch streams, login and the health endpoint. Everything
+else is ours and level-triggered: every event of a BackgroundJob or one of its
+children queues that BackgroundJob, and a pool of workers reconciles queued keys
+(never one key twice at once). No kopf state is written to objects: only
+``on.event`` handlers, so no finalizers and no progress annotations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import kopf
+
+from bgjob import metrics
+from bgjob.api.models import GROUP, PLURAL, VERSION
+from bgjob.kube import CHILD_KINDS, RESOURCES, ApiError, Kube
+from bgjob.reconcile import Reconciler, TransientError
+from bgjob.store import Key, Store, key_of
+from bgjob.workloads.pod import LABEL_MANAGED_BY, MANAGER
+from bgjob.workqueue import WorkQueue
+
+log = logging.getLogger("bgjob.operator")
+
+MANAGED_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGER}"
+
+
+@dataclass
+class Runtime:
+    """The operator's moving parts, shared by the handlers."""
+
+    kube: Kube
+    workers: int = 4
+    namespaces: tuple[str, ...] = ()
+    store: Store = field(default_factory=Store)
+    reconciler: Reconciler = field(init=False)
+    queue: WorkQueue[Key] = field(init=False)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    executor: ThreadPoolExecutor = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.reconciler = Reconciler(self.kube, self.store)
+        self.executor = ThreadPoolExecutor(self.workers, thread_name_prefix="reconcile")
+        self.queue = WorkQueue[Key]()
+        metrics.watch_store(self.store)
+
+    async def start(self) -> None:
+        """Load the children into the cache, then start the workers."""
+        loop = asyncio.get_running_loop()
+        for kind in CHILD_KINDS:
+            api_version = RESOURCES[kind][0]
+            items = await loop.run_in_executor(self.executor, self._list_children, kind)
+            self.store.load_children(items, kind, api_version)
+        self.tasks.append(asyncio.create_task(self.queue.run_delayed()))
+        for _ in range(self.workers):
+            self.tasks.append(asyncio.create_task(self.queue.run_worker(self._handle)))
+        log.info("started workers=%d children=%d", self.workers, self.store.sizes()[1])
+
+    def _list_children(self, kind: str) -> list[dict[str, Any]]:
+        if not self.namespaces:
+            return self.kube.list(kind, MANAGED_SELECTOR)
+        items: list[dict[str, Any]] = []
+        for namespace in self.namespaces:
+            items.extend(self.kube.list(kind, MANAGED_SELECTOR, namespace))
+        return items
+
+    async def stop(self) -> None:
+        """Stop the workers; a reconcile in flight finishes its current request."""
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        self.tasks.clear()
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _handle(self, key: Key) -> None:
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        try:
+            wake = await loop.run_in_executor(self.executor, self.reconciler.reconcile, key)
+        except (TransientError, ApiError) as error:
+            delay = self.queue.retry(key)
+            metrics.observe_reconcile("retry", time.perf_counter() - started)
+            log.warning(
+                "reconcile deferred namespace=%s name=%s retry_in=%.1fs error=%s",
+                *key,
+                delay,
+                error,
+            )
+            return
+        except Exception:  # A bug must not stop the operator: log, back off, retry.
+            delay = self.queue.retry(key)
+            metrics.observe_reconcile("error", time.perf_counter() - started)
+            log.exception("reconcile failed namespace=%s name=%s retry_in=%.1fs", *key, delay)
+            return
+        metrics.observe_reconcile("success", time.perf_counter() - started)
+        self.queue.forget(key)
+        if wake is not None:
+            self.queue.add_after(key, wake)
+
+
+def configure(settings: kopf.OperatorSettings) -> None:
+    """Every kopf setting the operator relies on, in one place."""
+    # Silent watch stalls are kopf's best-known production failure: bound every stream.
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.watching.connect_timeout = 30
+    settings.watching.reconnect_backoff = 1.0
+    settings.networking.request_timeout = 60
+    # Only our children, filtered by the API server rather than in Python.
+    for kind in CHILD_KINDS:
+        api_version, plural = RESOURCES[kind]
+        group = api_version.split("/")[0]
+        settings.watching.label_selectors[group, plural] = MANAGED_SELECTOR
+    # Our own Events say what happened; kopf's log lines are not Events.
+    settings.posting.enabled = False
+    # No cluster-wide CRD scan (needs extra RBAC); the resources are known.
+    settings.scanning.disabled = True
+
+
+def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
+    """The kopf registry: start-up, clean-up, and one event handler per watched kind."""
+    registry = kopf.OperatorRegistry()
+
+    @kopf.on.startup(registry=registry)
+    async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+        configure(settings)
+        await runtime.start()
+
+    @kopf.on.cleanup(registry=registry)
+    async def cleanup(**_: Any) -> None:
+        await runtime.stop()
+
+    @kopf.on.probe(id="cache", registry=registry)
+    def cache_probe(**_: Any) -> dict[str, int]:
+        bgjobs, children = runtime.store.sizes()
+        return {"backgroundjobs": bgjobs, "children": children}
+
+    @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
+    async def backgroundjob_event(type: str | None, body: kopf.Body, **_: Any) -> None:
+        raw = dict(body)
+        key = key_of(raw)
+        if type == "DELETED":
+            runtime.store.drop_bgjob(key)
+        else:
+            runtime.store.put_bgjob(raw)
+            runtime.queue.add(key)
+
+    for kind in CHILD_KINDS:
+        _register_child(registry, runtime, kind)
+    return registry
+
+
+def _register_child(registry: kopf.OperatorRegistry, runtime: Runtime, kind: str) -> None:
+    api_version, plural = RESOURCES[kind]
+    group, version = api_version.split("/")
+
+    async def child_event(type: str | None, body: kopf.Body, **_: Any) -> None:
+        raw = dict(body)
+        if type == "DELETED":
+            owner = runtime.store.drop_child(raw, kind)
+        else:
+            owner = runtime.store.put_child(raw, kind, api_version)
+        if owner is not None and runtime.store.bgjob(owner) is not None:
+            runtime.queue.add(owner)
+
+    kopf.on.event(
+        group,
+        version,
+        plural,
+        id=f"{kind.lower()}_event",
+        labels={LABEL_MANAGED_BY: MANAGER},
+        registry=registry,
+    )(child_event)

@@ -1,0 +1,461 @@
+"""Reconcile one BackgroundJob: the only place that writes to the API server for it.
+
+The shape is metacontroller's: read the object and its cached children, decide
+with pure functions (``bgjob.workloads``, ``bgjob.status``), then apply what
+differs. Running it twice writes nothing the second time.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from croniter import croniter
+
+from bgjob import workloads
+from bgjob.api.models import (
+    BackgroundJob,
+    BackgroundJobStatus,
+    Condition,
+    InvalidSpec,
+    parse,
+)
+from bgjob.kube import ApiError, Kube
+from bgjob.status import (
+    Observed,
+    Problem,
+    condition,
+    keep_transition_times,
+    next_cron_time,
+    parse_time,
+    run_record,
+    status_from,
+)
+from bgjob.store import Body, ChildKey, Key, Store
+from bgjob.workloads.pod import RUN_KIND_LABEL, RUN_NOW_ANNOTATION, SPEC_HASH_ANNOTATION
+from bgjob.workloads.runs import manual_run_name, once_due_time, run_job
+
+log = logging.getLogger("bgjob.reconcile")
+
+WORKLOAD_KINDS = ("Deployment", "StatefulSet", "CronJob")
+
+
+class TransientError(Exception):
+    """Something retrying later can fix (a 5xx, a conflict, a child still terminating)."""
+
+
+def covers(observed: Any, desired: Any) -> bool:
+    """True when every field we want is in the observed object with our value.
+
+    Extra fields (defaults, other managers' fields) do not matter; lists must match
+    item by item. An empty value we want matches an absent one.
+    """
+    if isinstance(desired, dict):
+        if not desired:
+            return observed in (None, {})
+        if not isinstance(observed, dict):
+            return False
+        return all(covers(observed.get(key), value) for key, value in desired.items())
+    if isinstance(desired, list):
+        if not desired:
+            return observed in (None, [])
+        return (
+            isinstance(observed, list)
+            and len(observed) == len(desired)
+            and all(covers(o, d) for o, d in zip(observed, desired, strict=True))
+        )
+    return bool(observed == desired)
+
+
+def needs_apply(current: Body | None, desired: Body) -> bool:
+    """Whether the child must be (re)applied: missing, spec changed, or edited by hand."""
+    if current is None:
+        return True
+    annotations = current["metadata"].get("annotations") or {}
+    wanted_hash = desired["metadata"]["annotations"][SPEC_HASH_ANNOTATION]
+    if annotations.get(SPEC_HASH_ANNOTATION) != wanted_hash:
+        return True
+    return not (
+        covers(current["metadata"].get("labels"), desired["metadata"]["labels"])
+        and covers(current.get("spec"), desired["spec"])
+    )
+
+
+def _controlled_by(child: Body, uid: str) -> bool:
+    return any(
+        ref.get("uid") == uid and ref.get("controller")
+        for ref in child["metadata"].get("ownerReferences") or []
+    )
+
+
+def _is_run_of(child: Body, bgj: BackgroundJob) -> bool:
+    """A Job this BackgroundJob started, directly or through its CronJob."""
+    if child["kind"] != "Job":
+        return False
+    if _controlled_by(child, bgj.metadata.uid):
+        return True
+    return any(
+        ref.get("kind") == "CronJob" and ref.get("name") == bgj.metadata.name
+        for ref in child["metadata"].get("ownerReferences") or []
+    )
+
+
+def _run_active(job: Body) -> bool:
+    conditions = (job.get("status") or {}).get("conditions") or []
+    return not any(
+        c.get("type") in ("Complete", "Failed") and c.get("status") == "True" for c in conditions
+    )
+
+
+def preflight(bgj: BackgroundJob) -> Problem | None:
+    """Problems admission cannot see but the operator can, before touching the cluster."""
+    schedule = bgj.spec.trigger.schedule
+    if schedule is not None:
+        try:
+            ZoneInfo(schedule.time_zone)
+        except (ZoneInfoNotFoundError, ValueError):
+            return Problem(
+                "InvalidTimeZone",
+                f"spec.trigger.schedule.timeZone: unknown time zone {schedule.time_zone!r}",
+            )
+        if not croniter.is_valid(schedule.cron):
+            return Problem(
+                "InvalidSchedule",
+                f"spec.trigger.schedule.cron: {schedule.cron!r} is not a valid cron expression",
+            )
+    return None
+
+
+@dataclass
+class Pass:
+    """What one reconcile pass found and did, collected for status and events."""
+
+    bgj: BackgroundJob
+    body: Body
+    children: dict[ChildKey, Body]
+    # The long-lived workload (Deployment, StatefulSet, CronJob); None for once.
+    desired: Body | None = None
+    problem: Problem | None = None
+    wake_after: float | None = None
+    events: list[tuple[str, str, str]] = field(default_factory=list)
+    run_now_handled: str | None = None
+
+    def event(self, kind: str, reason: str, message: str) -> None:
+        self.events.append((kind, reason, message))
+
+
+class Reconciler:
+    """Makes the cluster match each BackgroundJob, one key at a time."""
+
+    def __init__(
+        self,
+        kube: Kube,
+        store: Store,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.kube = kube
+        self.store = store
+        self.clock = clock
+
+    # --- entry point ------------------------------------------------------------------
+
+    def reconcile(self, key: Key) -> float | None:
+        """Reconcile one BackgroundJob; returns seconds until it wants another look.
+
+        Raises TransientError (or ApiError) when a retry with backoff should follow.
+        """
+        body = self.store.bgjob(key)
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            return None  # Deleted: garbage collection removes the children.
+        try:
+            bgj = parse(body)
+        except InvalidSpec as error:
+            self._write_invalid(body, str(error))
+            return None
+        queue_replicas = bgj.status.desired_replicas if bgj.spec.trigger.queue else None
+        work = Pass(
+            bgj=bgj,
+            body=body,
+            children=self.store.children(key),
+            desired=workloads.workload(bgj, queue_replicas),
+        )
+        work.run_now_handled = bgj.status.run_now_handled
+        work.problem = preflight(bgj)
+        if work.problem is None:
+            self._workload(work)
+            self._prune(work)
+            self._runs(work)
+        self._write_status(work)
+        for kind, reason, message in work.events:
+            self._event(body, kind, reason, message)
+        return work.wake_after
+
+    # --- the long-lived workload ------------------------------------------------------
+
+    def _workload(self, work: Pass) -> None:
+        bgj, desired = work.bgj, work.desired
+        if desired is None:
+            return
+        kind, name = desired["kind"], desired["metadata"]["name"]
+        current = work.children.get((kind, name))
+        if current is not None and not _controlled_by(current, bgj.metadata.uid):
+            work.problem = Problem(
+                "NameConflict",
+                f"a {kind} named {name} already exists and is not owned by this BackgroundJob",
+            )
+            return
+        if current is not None and current["metadata"].get("deletionTimestamp"):
+            raise TransientError(f"{kind} {name} is still being deleted")
+        if bgj.spec.singleton and self._other_workloads_alive(work, kind):
+            # Never two instances: the old workload's pods go first (foreground deletion).
+            work.wake_after = 2.0
+            return
+        if not needs_apply(current, desired):
+            return
+        try:
+            applied = self.kube.apply(desired)
+        except ApiError as error:
+            if not error.permanent:
+                raise
+            work.problem = Problem("ApplyFailed", f"{kind} {name} was rejected: {error.message}")
+            return
+        self.store.put_child(applied, kind, desired["apiVersion"])
+        work.children[(kind, name)] = applied
+        if current is None:
+            work.event("Normal", "Created", f"created {kind} {name}")
+            log.info("created kind=%s name=%s namespace=%s", kind, name, bgj.metadata.namespace)
+        else:
+            log.info("applied kind=%s name=%s namespace=%s", kind, name, bgj.metadata.namespace)
+
+    def _other_workloads_alive(self, work: Pass, kind: str) -> bool:
+        alive = False
+        for (child_kind, name), child in work.children.items():
+            other = child_kind in WORKLOAD_KINDS and child_kind != kind
+            if other and _controlled_by(child, work.bgj.metadata.uid):
+                self._delete(work, child_kind, name, "Foreground")
+                alive = True
+        return alive
+
+    def _prune(self, work: Pass) -> None:
+        """Delete children this BackgroundJob owns but no longer wants (trigger changed)."""
+        bgj, desired = work.bgj, work.desired
+        wanted = {(desired["kind"], desired["metadata"]["name"])} if desired else set()
+        keeps_runs = bgj.spec.trigger.kind in ("schedule", "once")
+        for (kind, name), child in list(work.children.items()):
+            if (kind, name) in wanted or not _controlled_by(child, bgj.metadata.uid):
+                continue
+            if kind == "Job" and keeps_runs:
+                continue
+            if child["metadata"].get("deletionTimestamp"):
+                continue
+            self._delete(work, kind, name, "Background")
+
+    def _delete(self, work: Pass, kind: str, name: str, propagation: str) -> None:
+        child = work.children.get((kind, name))
+        if child is not None and child["metadata"].get("deletionTimestamp"):
+            return
+        self.kube.delete(kind, work.bgj.metadata.namespace, name, propagation)
+        work.children.pop((kind, name), None)
+        work.event("Normal", "Deleted", f"deleted {kind} {name}")
+        log.info("deleted kind=%s name=%s namespace=%s", kind, name, work.bgj.metadata.namespace)
+
+    # --- runs (Jobs) ------------------------------------------------------------------
+
+    def _runs(self, work: Pass) -> None:
+        if work.problem is not None:
+            return
+        kind = work.bgj.spec.trigger.kind
+        if kind == "once":
+            self._once(work)
+        self._run_now(work)
+        if kind in ("schedule", "once"):
+            self._trim_manual_history(work)
+        if kind == "schedule" and not work.bgj.spec.suspend:
+            schedule = work.bgj.spec.trigger.schedule
+            assert schedule is not None
+            # Refresh nextRunTime after the tick even if the CronJob skips the run.
+            now = self.clock()
+            due = next_cron_time(schedule.cron, schedule.time_zone, now)
+            self._wake(work, (due - now).total_seconds() + 1.0)
+
+    def _wake(self, work: Pass, seconds: float) -> None:
+        if work.wake_after is None or seconds < work.wake_after:
+            work.wake_after = max(seconds, 0.0)
+
+    def _job_runs(self, work: Pass) -> list[Body]:
+        return [c for c in work.children.values() if _is_run_of(c, work.bgj)]
+
+    def once_due(self, bgj: BackgroundJob) -> datetime:
+        """When the once-run is due, as an aware UTC time."""
+        created = parse_time(bgj.metadata.creation_timestamp) or self.clock()
+        due = once_due_time(bgj, created)
+        return due if due.tzinfo else due.replace(tzinfo=UTC)
+
+    def _once(self, work: Pass) -> None:
+        bgj = work.bgj
+        name = bgj.metadata.name
+        started = (
+            ("Job", name) in work.children
+            or bgj.status.last_run is not None
+            or name in (bgj.status.active_runs or [])
+        )
+        if started or bgj.spec.suspend:
+            return
+        now = self.clock()
+        due = self.once_due(bgj)
+        if now < due:
+            self._wake(work, (due - now).total_seconds())
+            return
+        self._start_run(work, run_job(bgj, name, "once"))
+
+    def _start_run(self, work: Pass, job: Body) -> None:
+        name = job["metadata"]["name"]
+        try:
+            created = self.kube.create(job)
+        except ApiError as error:
+            if error.status == 409:
+                return  # Started already (our cache was behind).
+            if not error.permanent:
+                raise
+            work.problem = Problem("RunRejected", f"Job {name} was rejected: {error.message}")
+            return
+        self.store.put_child(created, "Job", "batch/v1")
+        work.children[("Job", name)] = created
+        work.event("Normal", "RunStarted", f"started run {name}")
+        log.info("started run=%s namespace=%s", name, work.bgj.metadata.namespace)
+
+    def _run_now(self, work: Pass) -> None:
+        bgj = work.bgj
+        request = bgj.metadata.annotations.get(RUN_NOW_ANNOTATION)
+        if not request or request == bgj.status.run_now_handled:
+            return
+        work.run_now_handled = request
+        kind = bgj.spec.trigger.kind
+        if kind not in ("schedule", "once"):
+            work.event(
+                "Warning",
+                "RunNowIgnored",
+                f"{RUN_NOW_ANNOTATION} applies to schedule and once triggers, not {kind}",
+            )
+            return
+        active = [job for job in self._job_runs(work) if _run_active(job)]
+        if kind == "schedule":
+            policy = bgj.spec.effective_overlap
+        else:
+            policy = "Forbid" if bgj.spec.singleton else "Allow"
+        if active and policy == "Forbid":
+            names = ", ".join(sorted(j["metadata"]["name"] for j in active))
+            work.event("Warning", "RunNowSkipped", f"not started: run {names} is still active")
+            return
+        if active and policy == "Replace":
+            for job in active:
+                self._delete(work, "Job", job["metadata"]["name"], "Background")
+        self._start_run(work, run_job(bgj, manual_run_name(bgj, request), "manual"))
+
+    def _trim_manual_history(self, work: Pass) -> None:
+        """Keep as many finished manual runs as ``history`` says, like the CronJob does."""
+        history = work.bgj.spec.history
+        manual = [
+            job
+            for job in self._job_runs(work)
+            if job["metadata"].get("labels", {}).get(RUN_KIND_LABEL) == "manual"
+            and not _run_active(job)
+            and not job["metadata"].get("deletionTimestamp")
+        ]
+        records = sorted(
+            (run_record(job) for job in manual),
+            key=lambda r: (r.completion_time or "", r.name),
+            reverse=True,
+        )
+        kept = {"Succeeded": history.successful_runs, "Failed": history.failed_runs}
+        for record in records:
+            assert record.result is not None
+            if kept[record.result] > 0:
+                kept[record.result] -= 1
+            else:
+                self._delete(work, "Job", record.name, "Background")
+
+    # --- status and events ------------------------------------------------------------
+
+    def _write_status(self, work: Pass) -> None:
+        bgj, desired = work.bgj, work.desired
+        workload = None
+        if desired is not None:
+            current = work.children.get((desired["kind"], desired["metadata"]["name"]))
+            if current is not None and _controlled_by(current, bgj.metadata.uid):
+                workload = current
+        observed = Observed(workload=workload, runs=tuple(self._job_runs(work)))
+        replicas = desired["spec"].get("replicas") if desired else None
+        due = self.once_due(bgj) if bgj.spec.trigger.kind == "once" else None
+        status = status_from(
+            bgj, observed, self.clock(), desired_replicas=replicas, due=due, problem=work.problem
+        ).model_copy(update={"run_now_handled": work.run_now_handled})
+        self._events_from_transition(work, bgj.status, status)
+        self._apply_status(work.body, bgj.status, status)
+
+    def _events_from_transition(
+        self, work: Pass, before: BackgroundJobStatus, after: BackgroundJobStatus
+    ) -> None:
+        run = after.last_run
+        if run is not None and run.result is not None and run != before.last_run:
+            if run.result == "Succeeded":
+                work.event("Normal", "RunSucceeded", f"run {run.name} succeeded")
+            else:
+                detail = f": {run.reason}" if run.reason else ""
+                work.event("Warning", "RunFailed", f"run {run.name} failed{detail}")
+        was = _find(before.conditions, "Degraded")
+        now = _find(after.conditions, "Degraded")
+        if now is not None and now.status == "True":
+            if was is None or was.status != "True" or was.reason != now.reason:
+                work.event("Warning", now.reason, now.message)
+        elif was is not None and was.status == "True":
+            work.event("Normal", "Recovered", "the BackgroundJob is no longer degraded")
+
+    def _apply_status(
+        self, body: Body, before: BackgroundJobStatus, after: BackgroundJobStatus
+    ) -> None:
+        if after.wire() == before.wire():
+            return
+        meta = body["metadata"]
+        self.kube.apply_status(meta["namespace"], meta["name"], after.wire())
+
+    def _write_invalid(self, body: Body, message: str) -> None:
+        """An object that passed admission but breaks the contract: Degraded, Stalled."""
+        meta = body["metadata"]
+        generation = int(meta.get("generation") or 0)
+        before = BackgroundJobStatus.model_validate(body.get("status") or {})
+        now = self.clock()
+        conditions = keep_transition_times(
+            [
+                condition("Ready", False, "InvalidSpec", message, generation, now),
+                condition("Progressing", False, "InvalidSpec", message, generation, now),
+                condition("Degraded", True, "InvalidSpec", message, generation, now),
+                condition("Stalled", True, "InvalidSpec", message, generation, now),
+            ],
+            before.conditions,
+        )
+        after = before.model_copy(
+            update={
+                "observed_generation": generation,
+                "state": "Degraded",
+                "conditions": conditions,
+            }
+        )
+        was = _find(before.conditions, "Degraded")
+        if was is None or was.status != "True" or was.message != message:
+            self._event(body, "Warning", "InvalidSpec", message)
+        self._apply_status(body, before, after)
+
+    def _event(self, body: Body, kind: str, reason: str, message: str) -> None:
+        try:
+            self.kube.event(body, kind, reason, message)
+        except ApiError as error:  # An Event is worth a log line, never a retry.
+            log.warning("event not recorded reason=%s error=%s", reason, error)
+
+
+def _find(conditions: list[Condition] | None, kind: str) -> Condition | None:
+    return next((c for c in conditions or [] if c.type == kind), None)

@@ -1,0 +1,68 @@
+"""Long-running workers (continuous and queue triggers): a Deployment or a StatefulSet."""
+
+from __future__ import annotations
+
+from bgjob.api.models import BackgroundJob
+from bgjob.workloads.pod import Manifest, metadata, pod_template, selector_labels, with_spec_hash
+
+
+def service_replicas(bgj: BackgroundJob, queue_replicas: int | None = None) -> int:
+    """Replicas the worker should have now.
+
+    continuous: ``concurrency``; queue: the scaler's decision (``queue_replicas``),
+    ``minReplicas`` before the first decision; singleton caps at 1; suspend is 0.
+    """
+    spec = bgj.spec
+    if spec.suspend:
+        return 0
+    if spec.trigger.queue is not None:
+        wanted = queue_replicas if queue_replicas is not None else spec.trigger.queue.min_replicas
+        return max(0, min(wanted, 1 if spec.singleton else spec.concurrency))
+    return 1 if spec.singleton else spec.concurrency
+
+
+def deployment(bgj: BackgroundJob, replicas: int) -> Manifest:
+    """A Deployment: the worker with ``replicas`` interchangeable pods."""
+    return with_spec_hash(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": metadata(bgj),
+            "spec": {
+                "replicas": replicas,
+                "selector": {"matchLabels": selector_labels(bgj)},
+                "strategy": {"type": "RollingUpdate"},
+                "template": pod_template(bgj, restart_policy="Always"),
+            },
+        }
+    )
+
+
+def statefulset(bgj: BackgroundJob, replicas: int) -> Manifest:
+    """A StatefulSet of at most one pod: the strict singleton.
+
+    A StatefulSet never starts a replacement pod before the old one is known to be
+    gone, also during a rollout (OrderedReady) and when a node is lost, which a
+    Deployment (surge, or Recreate racing a lost node) cannot promise.
+    """
+    return with_spec_hash(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "StatefulSet",
+            "metadata": metadata(bgj),
+            "spec": {
+                "replicas": min(replicas, 1),
+                "serviceName": bgj.metadata.name,
+                "podManagementPolicy": "OrderedReady",
+                "updateStrategy": {"type": "RollingUpdate"},
+                "selector": {"matchLabels": selector_labels(bgj)},
+                "template": pod_template(bgj, restart_policy="Always"),
+            },
+        }
+    )
+
+
+def service_workload(bgj: BackgroundJob, queue_replicas: int | None = None) -> Manifest:
+    """The worker for a continuous or queue BackgroundJob, per the singleton switch."""
+    replicas = service_replicas(bgj, queue_replicas)
+    return statefulset(bgj, replicas) if bgj.spec.singleton else deployment(bgj, replicas)

@@ -1,0 +1,92 @@
+"""A rate-limited work queue of BackgroundJob keys, in the shape controller-runtime uses.
+
+A key is never reconciled by two workers at once; a key added while it is being
+reconciled runs once more afterwards; many adds of a waiting key coalesce into
+one reconcile; ``add_after`` schedules a wake-up (a once-run's due time, a retry
+with backoff) without a timer per object.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+import time
+from collections.abc import Awaitable, Callable, Hashable
+from typing import Generic, TypeVar
+
+Key = TypeVar("Key", bound=Hashable)
+
+
+class WorkQueue(Generic[Key]):
+    """Deduplicating queue with delayed adds and per-key exponential backoff."""
+
+    def __init__(self, base_delay: float = 0.5, max_delay: float = 300.0) -> None:
+        self._ready: asyncio.Queue[Key] = asyncio.Queue()
+        self._queued: set[Key] = set()
+        self._running: set[Key] = set()
+        self._again: set[Key] = set()
+        self._delayed: list[tuple[float, int, Key]] = []
+        self._tie = itertools.count()
+        self._wake = asyncio.Event()
+        self._failures: dict[Key, int] = {}
+        self.base_delay = base_delay
+        self.max_delay = max_delay
+
+    def add(self, key: Key) -> None:
+        """Reconcile ``key`` as soon as a worker is free."""
+        if key in self._running:
+            self._again.add(key)
+        elif key not in self._queued:
+            self._queued.add(key)
+            self._ready.put_nowait(key)
+
+    def add_after(self, key: Key, delay: float) -> None:
+        """Reconcile ``key`` after ``delay`` seconds."""
+        if delay <= 0:
+            self.add(key)
+            return
+        heapq.heappush(self._delayed, (time.monotonic() + delay, next(self._tie), key))
+        self._wake.set()
+
+    def retry(self, key: Key) -> float:
+        """Schedule ``key`` again with exponential backoff; returns the delay."""
+        failures = self._failures.get(key, 0)
+        self._failures[key] = failures + 1
+        delay = min(self.base_delay * 2.0**failures, self.max_delay)
+        self.add_after(key, delay)
+        return delay
+
+    def forget(self, key: Key) -> None:
+        """Reset the backoff of ``key`` after a success."""
+        self._failures.pop(key, None)
+
+    def __len__(self) -> int:
+        return self._ready.qsize()
+
+    async def run_delayed(self) -> None:
+        """Move delayed keys to the ready queue when they fall due. Runs forever."""
+        while True:
+            now = time.monotonic()
+            while self._delayed and self._delayed[0][0] <= now:
+                _, _, key = heapq.heappop(self._delayed)
+                self.add(key)
+            timeout = self._delayed[0][0] - now if self._delayed else None
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+
+    async def run_worker(self, handle: Callable[[Key], Awaitable[None]]) -> None:
+        """Take keys one at a time and hand them to ``handle``. Runs forever."""
+        while True:
+            key = await self._ready.get()
+            self._queued.discard(key)
+            self._running.add(key)
+            try:
+                await handle(key)
+            finally:
+                self._running.discard(key)
+                if key in self._again:
+                    self._again.discard(key)
+                    self.add(key)
