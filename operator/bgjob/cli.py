@@ -16,7 +16,7 @@ from typing import Any, TextIO
 import yaml
 
 from bgjob import __version__
-from bgjob.api.crd import crd_yaml
+from bgjob.api.crd import NoAliasDumper, crd_yaml
 from bgjob.api.models import KIND, InvalidSpec, parse
 
 log = logging.getLogger("bgjob.cli")
@@ -147,7 +147,7 @@ def cmd_render(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
             failed = True
     if failed:
         return 1
-    yaml.safe_dump_all(objects, out, sort_keys=False)
+    yaml.dump_all(objects, out, Dumper=NoAliasDumper, sort_keys=False)
     return 0
 
 

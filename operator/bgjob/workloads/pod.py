@@ -75,7 +75,7 @@ def metadata(bgj: BackgroundJob, name: str | None = None) -> dict[str, Any]:
 def deep_merge(base: Any, overlay: Any) -> Any:
     """Merge overlay into base: maps recursively, everything else replaced."""
     if isinstance(base, dict) and isinstance(overlay, dict):
-        merged = dict(base)
+        merged = copy.deepcopy(base)
         for key, value in overlay.items():
             merged[key] = deep_merge(base.get(key), value) if key in base else value
         return merged
@@ -91,9 +91,8 @@ def _env(bgj: BackgroundJob) -> list[dict[str, Any]]:
 
 def _worker_container(bgj: BackgroundJob, overlay: dict[str, Any]) -> dict[str, Any]:
     spec = bgj.spec
-    container: dict[str, Any] = deep_merge(
-        {"securityContext": RESTRICTED_CONTAINER_SECURITY}, overlay
-    )
+    container: dict[str, Any] = {"name": CONTAINER_NAME, "image": spec.image}
+    container.update(deep_merge({"securityContext": RESTRICTED_CONTAINER_SECURITY}, overlay))
     container.update(name=CONTAINER_NAME, image=spec.image, env=_env(bgj))
     if spec.command is not None:
         container["command"] = list(spec.command)

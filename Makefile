@@ -1,0 +1,52 @@
+# bgjob-operator: `make run` shows it working, `make test` proves it.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# Reinstall when the dependencies change.
+STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
+
+.PHONY: help venv bins cluster-up cluster-down lint unit e2e test run crd helm-lint clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
+
+venv: $(STAMP) ## create .venv with the operator and its dev tools
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+bins: ## build the local control plane's binaries into ~/.cache/bgjob-operator (once)
+	@hack/bins.sh >/dev/null
+
+cluster-up: bins ## start the local control plane (etcd, apiserver, controllers, kwok); kubeconfig in .cluster/
+	@hack/cluster.sh up
+
+cluster-down: ## stop exactly what cluster-up started
+	@hack/cluster.sh down
+
+crd: venv ## regenerate crds/ and the chart's copy from the models
+	$(BIN)/bgjob-operator crd > crds/bgjob.dev_backgroundjobs.yaml
+	cp crds/bgjob.dev_backgroundjobs.yaml charts/bgjob-operator/crds/bgjob.dev_backgroundjobs.yaml
+
+lint: venv ## ruff, mypy --strict
+	$(BIN)/ruff check operator tests
+	$(BIN)/ruff format --check operator tests
+	$(BIN)/mypy
+
+unit: venv ## pure units and API-contract tests (no cluster)
+	$(BIN)/pytest tests/unit tests/api
+
+e2e: venv bins ## end-to-end suite against KUBECONFIG or the local control plane
+	@hack/test.sh tests/e2e
+
+test: venv bins lint ## every test: units, API contract, end-to-end on a real control plane
+	@hack/test.sh tests
+
+run: venv bins ## the product on the local control plane: operator + examples, live status
+	@hack/run.sh

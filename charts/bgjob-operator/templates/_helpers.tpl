@@ -1,0 +1,54 @@
+{{/* The release's full name, used for every object. */}}
+{{- define "bgjob-operator.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Selector labels: stable across upgrades. */}}
+{{- define "bgjob-operator.selectorLabels" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{/* Labels of every object. */}}
+{{- define "bgjob-operator.labels" -}}
+{{ include "bgjob-operator.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* The ServiceAccount's name. */}}
+{{- define "bgjob-operator.serviceAccountName" -}}
+{{- default (include "bgjob-operator.fullname" .) .Values.serviceAccount.name -}}
+{{- end -}}
+
+{{/* The permissions the operator uses, and no more. */}}
+{{- define "bgjob-operator.rules" -}}
+- apiGroups: ["bgjob.dev"]
+  resources: ["backgroundjobs"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: ["bgjob.dev"]
+  resources: ["backgroundjobs/status"]
+  verbs: ["get", "patch", "update"]
+# Owner references with blockOwnerDeletion need this where the
+# OwnerReferencesPermissionEnforcement admission plugin is on.
+- apiGroups: ["bgjob.dev"]
+  resources: ["backgroundjobs/finalizers"]
+  verbs: ["update"]
+- apiGroups: ["apps"]
+  resources: ["deployments", "statefulsets"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+- apiGroups: ["batch"]
+  resources: ["cronjobs", "jobs"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+{{- end -}}

@@ -1,0 +1,234 @@
+"""End-to-end helpers: kubectl, the operator process, polling, manifests."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+SYSTEM_NAMESPACE = "bgjob-system"
+RELEASE = "bgjob-operator"
+T = TypeVar("T")
+# kwok runs no containers, so any name will do; on kind, a real non-root image.
+IMAGE = os.environ.get("BGJOB_E2E_IMAGE", "registry.example.com/worker:1.0")
+
+
+def bin_dir() -> str:
+    out = subprocess.run(
+        [str(REPO / "hack" / "bins.sh")], check=True, capture_output=True, text=True
+    )
+    return out.stdout.strip()
+
+
+class Kubectl:
+    """kubectl against the test cluster, as the admin the kubeconfig names."""
+
+    def __init__(self, kubeconfig: str, bin_dir: str) -> None:
+        self.kubeconfig = kubeconfig
+        self.bin_dir = bin_dir
+        self.env = {**os.environ, "KUBECONFIG": kubeconfig}
+        self.env["PATH"] = f"{bin_dir}:{self.env.get('PATH', '')}"
+
+    def run(
+        self, *args: str, stdin: str | None = None, check: bool = True, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            ["kubectl", *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            env=self.env,
+            timeout=timeout,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed:\n{result.stderr}")
+        return result
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self.run(*args, "-o", "json").stdout)
+
+    def get(self, kind: str, name: str, namespace: str) -> dict[str, Any] | None:
+        result = self.run("get", kind, name, "-n", namespace, "-o", "json", check=False)
+        if result.returncode != 0:
+            if "NotFound" in result.stderr:
+                return None
+            raise AssertionError(result.stderr)
+        found: dict[str, Any] = json.loads(result.stdout)
+        return found
+
+    def apply(self, manifest: dict[str, Any] | str, namespace: str) -> None:
+        text = manifest if isinstance(manifest, str) else yaml.safe_dump(manifest)
+        self.run("apply", "-n", namespace, "-f", "-", stdin=text)
+
+    def try_apply(
+        self, manifest: dict[str, Any], namespace: str
+    ) -> subprocess.CompletedProcess[str]:
+        return self.run(
+            "apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump(manifest), check=False
+        )
+
+    def wait(self, what: str, condition: str, namespace: str, timeout: int = 60) -> None:
+        self.run(
+            "wait",
+            f"--for={condition}",
+            what,
+            "-n",
+            namespace,
+            f"--timeout={timeout}s",
+            timeout=timeout + 10,
+        )
+
+
+def eventually(check: Callable[[], T], timeout: float = 60, interval: float = 0.5) -> T:
+    """Poll ``check`` until it returns something truthy; fail with the last value."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"not true within {timeout}s; last value: {last!r}")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def chart_rbac(k: Kubectl) -> str:
+    result = subprocess.run(
+        [
+            "helm",
+            "template",
+            RELEASE,
+            str(REPO / "charts" / "bgjob-operator"),
+            "--namespace",
+            SYSTEM_NAMESPACE,
+            "--show-only",
+            "templates/serviceaccount.yaml",
+            "--show-only",
+            "templates/rbac.yaml",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=k.env,
+    )
+    return result.stdout
+
+
+def serviceaccount_kubeconfig(k: Kubectl, token: str, path: Path) -> None:
+    admin = k.json("config", "view", "--raw", "--minify")
+    cluster = admin["clusters"][0]["cluster"]
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "test", "cluster": cluster}],
+        "users": [{"name": "bgjob-operator", "user": {"token": token}}],
+        "contexts": [
+            {"name": "operator", "context": {"cluster": "test", "user": "bgjob-operator"}}
+        ],
+        "current-context": "operator",
+    }
+    path.write_text(yaml.safe_dump(config))
+
+
+class Operator:
+    """The operator process, started and stopped by PID."""
+
+    def __init__(self, kubeconfig: Path, log_path: Path) -> None:
+        self.kubeconfig = kubeconfig
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+        self.health_port = 0
+        self.metrics_port = 0
+
+    def start(self) -> None:
+        self.health_port, self.metrics_port = free_port(), free_port()
+        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [
+                str(REPO / ".venv" / "bin" / "bgjob-operator"),
+                "run",
+                f"--health-address=127.0.0.1:{self.health_port}",
+                f"--metrics-address=127.0.0.1:{self.metrics_port}",
+                "--log-level=debug",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+        eventually(self.healthy, timeout=30, interval=0.2)
+
+    def healthy(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise AssertionError(f"the operator exited:\n{self.log_tail()}")
+        try:
+            url = f"http://127.0.0.1:{self.health_port}/healthz"
+            with urllib.request.urlopen(url, timeout=1) as response:
+                return bool(response.status == 200)
+        except OSError:
+            return False
+
+    def metrics(self) -> str:
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            text: str = response.read().decode()
+            return text
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise AssertionError("the operator did not stop within 20 s of SIGTERM") from None
+
+    def log_tail(self, lines: int = 60) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def bgjob(name: str, spec: dict[str, Any], **metadata: Any) -> dict[str, Any]:
+    """A BackgroundJob manifest."""
+    return {
+        "apiVersion": "bgjob.dev/v1alpha1",
+        "kind": "BackgroundJob",
+        "metadata": {"name": name, **metadata},
+        "spec": {"image": IMAGE, **spec},
+    }
+
+
+def condition(obj: dict[str, Any] | None, kind: str) -> dict[str, Any] | None:
+    """One condition of an object's status, or None."""
+    for item in ((obj or {}).get("status") or {}).get("conditions") or []:
+        if item.get("type") == kind:
+            found: dict[str, Any] = item
+            return found
+    return None
+
+
+def events(k: Kubectl, namespace: str, name: str) -> list[dict[str, Any]]:
+    """Events recorded on one BackgroundJob."""
+    listed = k.json(
+        "get", "events", "-n", namespace, "--field-selector", f"involvedObject.name={name}"
+    )
+    items: list[dict[str, Any]] = listed["items"]
+    return items

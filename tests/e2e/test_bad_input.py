@@ -1,0 +1,132 @@
+"""Bad input: rejected at admission with the field named, or Degraded with a reason."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from tests.e2e.support import Kubectl, bgjob, condition, events
+
+REJECTED: list[tuple[str, dict[str, Any], str]] = [
+    ("no-trigger", {"trigger": {}}, "spec.trigger"),
+    (
+        "two-triggers",
+        {"trigger": {"continuous": {}, "once": {}}},
+        "spec.trigger",
+    ),
+    ("zero-concurrency", {"trigger": {"continuous": {}}, "concurrency": 0}, "spec.concurrency"),
+    (
+        "singleton-concurrency",
+        {"trigger": {"continuous": {}}, "singleton": True, "concurrency": 3},
+        "spec.concurrency",
+    ),
+    ("overlap-continuous", {"trigger": {"continuous": {}}, "overlap": "Allow"}, "spec.overlap"),
+    (
+        "short-cron",
+        {"trigger": {"schedule": {"cron": "0 3 * *"}}},
+        "spec.trigger.schedule.cron",
+    ),
+    (
+        "negative-grace",
+        {"trigger": {"continuous": {}}, "shutdown": {"gracePeriodSeconds": -1}},
+        "spec.shutdown.gracePeriodSeconds",
+    ),
+    (
+        "at-and-delay",
+        {"trigger": {"once": {"at": "2030-01-01T00:00:00Z", "delaySeconds": 5}}},
+        "spec.trigger.once.delaySeconds",
+    ),
+    (
+        "two-backends",
+        {
+            "trigger": {
+                "queue": {
+                    "redis": {"url": "redis://h:6379", "list": "a"},
+                    "rabbitmq": {"url": "amqp://h:5672", "queue": "a"},
+                }
+            }
+        },
+        "spec.trigger.queue",
+    ),
+    (
+        "password-in-url",
+        {"trigger": {"queue": {"redis": {"url": "redis://:hunter2@h:6379", "list": "a"}}}},
+        "spec.trigger.queue.redis.url",
+    ),
+    (
+        "min-above-max",
+        {
+            "trigger": {"queue": {"redis": {"url": "redis://h", "list": "a"}, "minReplicas": 3}},
+            "concurrency": 2,
+        },
+        "spec.trigger.queue.minReplicas",
+    ),
+    ("unknown-field", {"trigger": {"continuous": {}}, "replicas": 3}, "replicas"),
+    ("no-image", {"trigger": {"continuous": {}}, "image": ""}, "spec.image"),
+]
+
+
+@pytest.mark.parametrize(("name", "spec", "field"), REJECTED, ids=[r[0] for r in REJECTED])
+def test_invalid_backgroundjobs_are_rejected_naming_the_field(
+    kubectl: Kubectl, ns: str, name: str, spec: dict[str, Any], field: str
+) -> None:
+    result = kubectl.try_apply(bgjob(name, spec), ns)
+    assert result.returncode != 0, f"{name} was accepted"
+    assert field in result.stderr, result.stderr
+    assert kubectl.get("bgj", name, ns) is None
+
+
+def test_a_name_too_long_for_its_children_is_rejected(kubectl: Kubectl, ns: str) -> None:
+    result = kubectl.try_apply(bgjob("x" * 53, {"trigger": {"continuous": {}}}), ns)
+    assert result.returncode != 0
+    assert "metadata.name" in result.stderr
+
+
+def test_an_unknown_time_zone_is_degraded_and_stalled(kubectl: Kubectl, ns: str) -> None:
+    kubectl.apply(
+        bgjob(
+            "martian", {"trigger": {"schedule": {"cron": "0 3 * * *", "timeZone": "Mars/Olympus"}}}
+        ),
+        ns,
+    )
+    kubectl.wait("bgj/martian", "condition=Degraded", ns)
+    bgj = kubectl.get("bgj", "martian", ns)
+    assert bgj["status"]["state"] == "Degraded"  # type: ignore[index]
+    degraded = condition(bgj, "Degraded")
+    assert degraded["reason"] == "InvalidTimeZone"  # type: ignore[index]
+    assert "spec.trigger.schedule.timeZone" in degraded["message"]  # type: ignore[index]
+    assert condition(bgj, "Stalled")["status"] == "True"  # type: ignore[index]
+    assert condition(bgj, "Ready")["status"] == "False"  # type: ignore[index]
+    assert kubectl.get("cronjob", "martian", ns) is None
+    assert any(e["reason"] == "InvalidTimeZone" for e in events(kubectl, ns, "martian"))
+
+    # Fixing the spec recovers by itself.
+    kubectl.run(
+        "patch",
+        "bgj",
+        "martian",
+        "-n",
+        ns,
+        "--type=merge",
+        "-p",
+        '{"spec":{"trigger":{"schedule":{"timeZone":"Europe/Madrid"}}}}',
+    )
+    kubectl.wait("bgj/martian", "condition=Ready", ns)
+    assert kubectl.get("cronjob", "martian", ns)["spec"]["timeZone"] == "Europe/Madrid"  # type: ignore[index]
+
+
+def test_a_pod_template_the_api_server_rejects_is_degraded(kubectl: Kubectl, ns: str) -> None:
+    kubectl.apply(
+        bgjob(
+            "broken",
+            {
+                "trigger": {"continuous": {}},
+                "template": {"spec": {"volumes": [{"name": "Not_A_DNS_Label", "emptyDir": {}}]}},
+            },
+        ),
+        ns,
+    )
+    kubectl.wait("bgj/broken", "condition=Degraded", ns)
+    degraded = condition(kubectl.get("bgj", "broken", ns), "Degraded")
+    assert degraded["reason"] == "ApplyFailed"  # type: ignore[index]
+    assert "volumes[0].name" in degraded["message"]  # type: ignore[index]

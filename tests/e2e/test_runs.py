@@ -1,0 +1,100 @@
+"""Runs to completion: once-runs, their results, and manual runs."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+
+from tests.e2e.support import Kubectl, bgjob, condition, events, eventually
+
+
+def _time(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def test_once_with_a_delay_starts_after_the_delay_and_not_before(kubectl: Kubectl, ns: str) -> None:
+    kubectl.apply(bgjob("welcome", {"trigger": {"once": {"delaySeconds": 8}}}), ns)
+    kubectl.wait("bgj/welcome", "condition=Ready", ns)
+    waiting = kubectl.get("bgj", "welcome", ns)
+    assert waiting["status"]["state"] == "Waiting"  # type: ignore[index]
+    created = _time(waiting["metadata"]["creationTimestamp"])  # type: ignore[index]
+    due = _time(waiting["status"]["nextRunTime"])  # type: ignore[index]
+    assert (due - created).total_seconds() == 8
+    time.sleep(4)
+    assert kubectl.get("job", "welcome", ns) is None, "the run started before its delay"
+
+    kubectl.wait("bgj/welcome", "condition=Complete", ns, timeout=60)
+    job = kubectl.get("job", "welcome", ns)
+    assert job is not None
+    started = _time(job["metadata"]["creationTimestamp"])
+    assert (started - created).total_seconds() >= 7  # timestamps have one-second resolution
+    status = kubectl.get("bgj", "welcome", ns)["status"]  # type: ignore[index]
+    assert status["state"] == "Succeeded"
+    assert status["lastRun"]["result"] == "Succeeded"
+    assert status["lastRun"]["name"] == "welcome"
+    assert "nextRunTime" not in status
+    reasons = [e["reason"] for e in events(kubectl, ns, "welcome")]
+    assert "RunStarted" in reasons and "RunSucceeded" in reasons
+
+
+def test_once_without_a_time_runs_now_and_exactly_once(kubectl: Kubectl, ns: str) -> None:
+    kubectl.apply(bgjob("now", {"trigger": {"once": {}}, "concurrency": 3}), ns)
+    kubectl.wait("bgj/now", "condition=Complete", ns, timeout=60)
+    job = kubectl.get("job", "now", ns)
+    assert job["spec"]["parallelism"] == 3  # type: ignore[index]
+    # Editing the spec after the run does not start another.
+    kubectl.run(
+        "patch", "bgj", "now", "-n", ns, "--type=merge", "-p", '{"spec":{"image":"other:2"}}'
+    )
+    eventually(
+        lambda: kubectl.get("bgj", "now", ns)["status"]["observedGeneration"] == 2  # type: ignore[index]
+    )
+    jobs = kubectl.json("get", "jobs", "-n", ns)["items"]
+    assert [j["metadata"]["name"] for j in jobs] == ["now"]
+
+
+def test_a_failing_once_run_reports_failed(kubectl: Kubectl, ns: str) -> None:
+    kubectl.apply(
+        bgjob(
+            "doomed",
+            {
+                "trigger": {"once": {}},
+                "run": {"backoffLimit": 0},
+                "template": {"metadata": {"annotations": {"bgjob.dev/e2e-outcome": "fail"}}},
+            },
+        ),
+        ns,
+    )
+    kubectl.wait("bgj/doomed", "condition=Failed", ns, timeout=60)
+    bgj = kubectl.get("bgj", "doomed", ns)
+    assert bgj["status"]["state"] == "Failed"  # type: ignore[index]
+    assert bgj["status"]["lastRun"]["result"] == "Failed"  # type: ignore[index]
+    assert condition(bgj, "Ready")["status"] == "False"  # type: ignore[index]
+    assert condition(bgj, "Stalled")["status"] == "True"  # type: ignore[index]
+    failures = [e for e in events(kubectl, ns, "doomed") if e["reason"] == "RunFailed"]
+    assert failures and "BackoffLimitExceeded" in failures[0]["message"]
+
+
+def test_run_now_annotation_starts_one_run_per_value(kubectl: Kubectl, ns: str) -> None:
+    kubectl.apply(bgjob("report", {"trigger": {"schedule": {"cron": "0 0 1 1 *"}}}), ns)
+    kubectl.wait("bgj/report", "condition=Ready", ns)
+    kubectl.run("annotate", "bgj", "report", "-n", ns, "bgjob.dev/run-now=first")
+
+    def manual_jobs() -> list[str]:
+        items = kubectl.json("get", "jobs", "-n", ns, "-l", "bgjob.dev/run=manual")["items"]
+        return [j["metadata"]["name"] for j in items]
+
+    first = eventually(manual_jobs)
+    assert len(first) == 1 and first[0].startswith("report-m")
+    eventually(
+        lambda: (
+            (kubectl.get("bgj", "report", ns)["status"].get("lastRun") or {}).get("result")  # type: ignore[index]
+            == "Succeeded"
+        )
+    )
+    # The same value again starts nothing; a new value starts a second run.
+    kubectl.run("annotate", "--overwrite", "bgj", "report", "-n", ns, "bgjob.dev/run-now=first")
+    time.sleep(2)
+    assert manual_jobs() == first
+    kubectl.run("annotate", "--overwrite", "bgj", "report", "-n", ns, "bgjob.dev/run-now=second")
+    eventually(lambda: len(manual_jobs()) == 2)
