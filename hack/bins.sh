@@ -6,7 +6,7 @@
 # Binaries are built from source through the Go module proxy (never downloaded
 # prebuilt) into a cache outside the repo:
 #   ${BGJOB_CACHE:-$HOME/.cache/bgjob-operator}/bin/<kube-version>-<hash>/
-# where <hash> covers hack/versions.env and hack/kube/*, so any version change
+# where <hash> covers the pins in hack/versions.env and hack/kube/*, so any change
 # lands in a fresh directory and old ones are simply left behind.
 #
 # Contents: kube (multi-call: kube-apiserver, kube-controller-manager,
@@ -17,7 +17,7 @@ HACK="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 log() { echo "bins.sh: $*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
-# shellcheck source=versions.env
+# shellcheck source-path=SCRIPTDIR source=versions.env
 source "$HACK/versions.env"
 for v in KUBE_VERSION KUBE_STAGING_VERSION ETCD_VERSION KWOK_VERSION HELM_VERSION; do
   [[ -n "${!v:-}" ]] || die "$v is not set in hack/versions.env"
@@ -57,7 +57,10 @@ fi
 
 # --- cache location ---------------------------------------------------------
 CACHE="${BGJOB_CACHE:-$HOME/.cache/bgjob-operator}"
-hash="$(cat "$HACK/versions.env" "$HACK/kube/go.mod" "$HACK/kube/go.sum" "$HACK/kube/main.go" \
+# Only versions.env's KEY=value lines count, so editing its comments doesn't
+# force a rebuild.
+hash="$( { grep -E '^[A-Z_]+=' "$HACK/versions.env"
+           cat "$HACK/kube/go.mod" "$HACK/kube/go.sum" "$HACK/kube/main.go"; } \
   | sha256sum | cut -c1-12)"
 BIN="$CACHE/bin/$KUBE_VERSION-$hash"
 mkdir -p "$BIN"
@@ -93,7 +96,7 @@ build_kube() {
     ld+=" -X $pkg.gitVersion=$KUBE_VERSION -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor"
     ld+=" -X $pkg.gitTreeState=clean -X $pkg.gitCommit= -X $pkg.buildDate=${date:-1970-01-01T00:00:00Z}"
   done
-  log "building kube $KUBE_VERSION + etcd $ETCD_VERSION (multi-call; ~20 min cold on 2 cores)"
+  log "building kube $KUBE_VERSION + etcd $ETCD_VERSION (multi-call; ~10 min cold on 2 cores)"
   (cd "$HACK/kube" && go build -trimpath -ldflags "-s -w$ld" -o "$tmp/kube" .)
   mv "$tmp/kube" "$BIN/kube"
 }

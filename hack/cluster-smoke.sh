@@ -25,7 +25,7 @@ trap cleanup EXIT
 # Namespace enforcing PodSecurity "restricted", so everything below must pass it.
 kubectl create namespace "$NS" >/dev/null
 kubectl label namespace "$NS" pod-security.kubernetes.io/enforce=restricted >/dev/null
-K="kubectl -n $NS"
+K=(kubectl -n "$NS")
 
 # Restricted-compliant pod template bits, shared by the workloads below.
 SEC='securityContext: {runAsNonRoot: true, runAsUser: 65532, seccompProfile: {type: RuntimeDefault}}'
@@ -37,7 +37,7 @@ nodes_ready() {
 check "3 kwok nodes Ready" nodes_ready
 
 deployment() {
-  $K apply -f - <<EOF
+  "${K[@]}" apply -f - <<EOF
 apiVersion: apps/v1
 kind: Deployment
 metadata: {name: web}
@@ -51,13 +51,13 @@ spec:
       containers:
       - {name: web, image: example.invalid/web:1, $CSEC}
 EOF
-  $K rollout status deployment/web --timeout=60s
-  [[ $($K get pods -l app=web -o jsonpath='{range .items[*]}{.status.phase}/{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}' | grep -c 'Running/True') -eq 3 ]]
+  "${K[@]}" rollout status deployment/web --timeout=60s
+  [[ $("${K[@]}" get pods -l app=web -o jsonpath='{range .items[*]}{.status.phase}/{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}' | grep -c 'Running/True') -eq 3 ]]
 }
 check "Deployment: 3 pods Running and Ready" deployment
 
 job() { # name annotations condition
-  $K apply -f - <<EOF
+  "${K[@]}" apply -f - <<EOF
 apiVersion: batch/v1
 kind: Job
 metadata: {name: $1}
@@ -71,17 +71,17 @@ spec:
       containers:
       - {name: main, image: example.invalid/job:1, $CSEC}
 EOF
-  $K wait --for=condition=$3 job/$1 --timeout=60s
+  "${K[@]}" wait --for=condition="$3" "job/$1" --timeout=60s
 }
 check "Job completes" job ok '' complete
 check "Job with bgjob.dev/e2e-outcome=fail fails" job bad 'bgjob.dev/e2e-outcome: fail' failed
 failed_exit_code() {
-  [[ $($K get pods -l job-name=bad -o jsonpath='{.items[0].status.containerStatuses[0].state.terminated.exitCode}') == 1 ]]
+  [[ $("${K[@]}" get pods -l job-name=bad -o jsonpath='{.items[0].status.containerStatuses[0].state.terminated.exitCode}') == 1 ]]
 }
 check "failed Job pod exited with code 1" failed_exit_code
 
 cronjob() {
-  $K apply -f - <<EOF
+  "${K[@]}" apply -f - <<EOF
 apiVersion: batch/v1
 kind: CronJob
 metadata: {name: tick}
@@ -96,9 +96,9 @@ spec:
           containers:
           - {name: main, image: example.invalid/job:1, $CSEC}
 EOF
-  local i
-  for i in $(seq 1 90); do  # the next minute boundary, plus controller lag
-    $K get jobs -o jsonpath='{range .items[*]}{.metadata.ownerReferences[0].name}{"\n"}{end}' | grep -qx tick && return 0
+  local _
+  for _ in $(seq 1 90); do  # the next minute boundary, plus controller lag
+    "${K[@]}" get jobs -o jsonpath='{range .items[*]}{.metadata.ownerReferences[0].name}{"\n"}{end}' | grep -qx tick && return 0
     sleep 1
   done
   return 1
@@ -107,25 +107,25 @@ check "CronJob spawns a Job" cronjob
 
 gc() {
   local rs
-  rs=$($K get rs -l app=web -o name)
+  rs=$("${K[@]}" get rs -l app=web -o name)
   [[ -n $rs ]] || return 1
-  $K delete deployment web --wait=true
-  $K wait --for=delete "$rs" --timeout=60s
-  local i
-  for i in $(seq 1 60); do
-    [[ -z $($K get pods -l app=web -o name) ]] && return 0
+  "${K[@]}" delete deployment web --wait=true
+  "${K[@]}" wait --for=delete "$rs" --timeout=60s
+  local _
+  for _ in $(seq 1 60); do
+    [[ -z $("${K[@]}" get pods -l app=web -o name) ]] && return 0
     sleep 1
   done
-  $K get pods -l app=web
+  "${K[@]}" get pods -l app=web
   return 1
 }
 check "deleted Deployment's ReplicaSet and pods are garbage-collected" gc
 
-check "kubectl create token default" $K create token default
+check "kubectl create token default" "${K[@]}" create token default
 
 privileged_rejected() {
   local out
-  if out=$($K run priv --image=example.invalid/x:1 --restart=Never \
+  if out=$("${K[@]}" run priv --image=example.invalid/x:1 --restart=Never \
       --overrides='{"spec":{"containers":[{"name":"priv","image":"example.invalid/x:1","securityContext":{"privileged":true}}]}}' 2>&1); then
     echo "privileged pod was admitted: $out"; return 1
   fi

@@ -21,6 +21,9 @@ Python 3.11 standard library only; openssl does the certificates.
 from __future__ import annotations
 
 import base64
+import contextlib
+import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -50,6 +53,10 @@ SERVICE_IP = "10.96.0.1"  # first address of SERVICE_CIDR: the `kubernetes` Serv
 POD_CIDR = "10.244.0.0/16"  # kwok hands out fake pod IPs from here
 NODES = ["kwok-node-0", "kwok-node-1", "kwok-node-2"]
 START_TIMEOUT = 120  # seconds; normally up in well under 30
+
+# Everything we talk to is on loopback: never route it through an HTTP(S)_PROXY
+# from the environment (urllib, unlike Go, would).
+LOCAL = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 def log(msg: str) -> None:
@@ -91,19 +98,18 @@ def alive(name: str) -> bool:
 
 
 def spawn(name: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
-    logf = open(LOGS / f"{name}.log", "ab")
     # A new session: the components outlive this script and don't get the
     # terminal's Ctrl-C; `down` stops them by recorded pid.
-    p = subprocess.Popen(
-        argv,
-        stdin=subprocess.DEVNULL,
-        stdout=logf,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-        env={**os.environ, **(env or {})},
-        cwd=STATE_DIR,
-    )
-    logf.close()
+    with open(LOGS / f"{name}.log", "ab") as logf:
+        p = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, **(env or {})},
+            cwd=STATE_DIR,
+        )
     start = None
     for _ in range(100):  # /proc entry appears immediately, but be safe
         start = proc_start_time(p.pid)
@@ -143,10 +149,8 @@ def stop_all() -> None:
 def reap(pid: int) -> None:
     # Only our own children (when `up` failed half-way in this same process)
     # can be reaped here; others are reaped by whoever adopted them.
-    try:
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
 
 
 # --- certificates ----------------------------------------------------------
@@ -163,36 +167,91 @@ def make_pki() -> None:
     generated in milliseconds, accepted everywhere (incl. ES256 SA tokens)."""
     PKI.mkdir(parents=True, exist_ok=True)
     ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    openssl("req", "-x509", *ec, "-keyout", f"{PKI}/ca.key", "-out", f"{PKI}/ca.crt",
-            "-days", "3650", "-subj", "/CN=bgjob-test-ca",
-            "-addext", "basicConstraints=critical,CA:TRUE",
-            "-addext", "keyUsage=critical,keyCertSign,cRLSign,digitalSignature")
+    openssl(
+        "req",
+        "-x509",
+        *ec,
+        "-keyout",
+        f"{PKI}/ca.key",
+        "-out",
+        f"{PKI}/ca.crt",
+        "-days",
+        "3650",
+        "-subj",
+        "/CN=bgjob-test-ca",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign,digitalSignature",
+    )
 
     def cert(name: str, subj: str, ext: str) -> None:
-        openssl("req", "-new", *ec, "-keyout", f"{PKI}/{name}.key", "-out", f"{PKI}/{name}.csr",
-                "-subj", subj)
+        openssl(
+            "req",
+            "-new",
+            *ec,
+            "-keyout",
+            f"{PKI}/{name}.key",
+            "-out",
+            f"{PKI}/{name}.csr",
+            "-subj",
+            subj,
+        )
         (PKI / f"{name}.ext").write_text(ext)
-        openssl("x509", "-req", "-in", f"{PKI}/{name}.csr", "-CA", f"{PKI}/ca.crt",
-                "-CAkey", f"{PKI}/ca.key", "-CAcreateserial", "-days", "3650",
-                "-out", f"{PKI}/{name}.crt", "-extfile", f"{PKI}/{name}.ext")
+        openssl(
+            "x509",
+            "-req",
+            "-in",
+            f"{PKI}/{name}.csr",
+            "-CA",
+            f"{PKI}/ca.crt",
+            "-CAkey",
+            f"{PKI}/ca.key",
+            "-CAcreateserial",
+            "-days",
+            "3650",
+            "-out",
+            f"{PKI}/{name}.crt",
+            "-extfile",
+            f"{PKI}/{name}.ext",
+        )
 
-    client = "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n"
-    sans = ",".join([
-        "IP:127.0.0.1", f"IP:{SERVICE_IP}", "DNS:localhost", "DNS:kubernetes",
-        "DNS:kubernetes.default", "DNS:kubernetes.default.svc",
-        "DNS:kubernetes.default.svc.cluster.local",
-    ])
-    cert("apiserver", "/CN=kube-apiserver",
-         "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
-         f"extendedKeyUsage=serverAuth\nsubjectAltName={sans}\n")
+    client = (
+        "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
+        "extendedKeyUsage=clientAuth\n"
+    )
+    sans = ",".join(
+        [
+            "IP:127.0.0.1",
+            f"IP:{SERVICE_IP}",
+            "DNS:localhost",
+            "DNS:kubernetes",
+            "DNS:kubernetes.default",
+            "DNS:kubernetes.default.svc",
+            "DNS:kubernetes.default.svc.cluster.local",
+        ]
+    )
+    cert(
+        "apiserver",
+        "/CN=kube-apiserver",
+        "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
+        f"extendedKeyUsage=serverAuth\nsubjectAltName={sans}\n",
+    )
     # Client identities; RBAC's bootstrap policy knows the system:* users.
     cert("admin", "/O=system:masters/CN=kubernetes-admin", client)
     cert("controller-manager", "/CN=system:kube-controller-manager", client)
     cert("scheduler", "/CN=system:kube-scheduler", client)
     cert("kwok", "/O=system:masters/CN=kwok", client)  # plays every kubelet
     # Service-account token signing key pair.
-    openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-            "-out", f"{PKI}/sa.key")
+    openssl(
+        "genpkey",
+        "-algorithm",
+        "EC",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-out",
+        f"{PKI}/sa.key",
+    )
     openssl("pkey", "-in", f"{PKI}/sa.key", "-pubout", "-out", f"{PKI}/sa.pub")
     for f in PKI.iterdir():
         if f.suffix == ".key":
@@ -207,10 +266,21 @@ def write_kubeconfig(path: Path, server: str, user: str) -> None:
     cfg = {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": "bgjob-local", "cluster": {
-            "server": server, "certificate-authority-data": b64("ca.crt")}}],
-        "users": [{"name": user, "user": {
-            "client-certificate-data": b64(f"{user}.crt"), "client-key-data": b64(f"{user}.key")}}],
+        "clusters": [
+            {
+                "name": "bgjob-local",
+                "cluster": {"server": server, "certificate-authority-data": b64("ca.crt")},
+            }
+        ],
+        "users": [
+            {
+                "name": user,
+                "user": {
+                    "client-certificate-data": b64(f"{user}.crt"),
+                    "client-key-data": b64(f"{user}.key"),
+                },
+            }
+        ],
         "contexts": [{"name": "bgjob-local", "context": {"cluster": "bgjob-local", "user": user}}],
         "current-context": "bgjob-local",
     }
@@ -238,8 +308,11 @@ def free_ports(n: int) -> list[int]:
 def api_get(server: str, path: str, timeout: float = 2.0) -> tuple[int, str]:
     ctx = ssl.create_default_context(cafile=str(PKI / "ca.crt"))
     ctx.load_cert_chain(str(PKI / "admin.crt"), str(PKI / "admin.key"))
+    opener = urllib.request.build_opener(
+        urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=ctx)
+    )
     try:
-        with urllib.request.urlopen(server + path, context=ctx, timeout=timeout) as r:
+        with opener.open(server + path, timeout=timeout) as r:
             return r.status, r.read().decode()
     except urllib.error.HTTPError as e:
         return e.code, e.read().decode(errors="replace")
@@ -253,8 +326,10 @@ def wait_for(what: str, check, deadline: float, procs: dict | None = None) -> No
             return
         for name, p in (procs or {}).items():
             if p.poll() is not None:
-                raise ClusterError(f"{name} exited with {p.returncode} while waiting for {what}; "
-                                   f"see {LOGS / (name + '.log')}")
+                raise ClusterError(
+                    f"{name} exited with {p.returncode} while waiting for {what}; "
+                    f"see {LOGS / (name + '.log')}"
+                )
         if time.monotonic() > deadline:
             raise ClusterError(f"timed out waiting for {what}; logs in {LOGS}")
         time.sleep(0.2)
@@ -283,7 +358,39 @@ def bins() -> Path:
     return Path(r.stdout.strip().splitlines()[-1])
 
 
+@contextlib.contextmanager
+def locked():
+    """Serialise up/down on one state dir (e.g. two make targets at once). The
+    lock file lives outside the state dir, which `down` deletes."""
+    key = hashlib.sha256(str(STATE_DIR).encode()).hexdigest()[:12]
+    with open(Path("/tmp") / f"bgjob-cluster-{key}.lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
+def port_clash() -> bool:
+    """Did a component lose its port to another process between our choosing
+    it and binding it? Then a retry with fresh ports fixes it."""
+    for f in LOGS.glob("*.log"):
+        if "address already in use" in f.read_text(errors="replace"):
+            return True
+    return False
+
+
 def cmd_up() -> None:
+    with locked():
+        for attempt in (1, 2):
+            try:
+                _up()
+                return
+            except ClusterError:
+                if attempt == 2 or not port_clash():
+                    raise
+                log("a port was taken by another process meanwhile; retrying with new ports")
+                _down()
+
+
+def _up() -> None:
     t0 = time.monotonic()
     state = load_state()
     if healthy(state):
@@ -292,7 +399,7 @@ def cmd_up() -> None:
     if STATE_DIR.exists():
         # Half-started or crashed: start over from a clean slate.
         log(f"found stale state in {STATE_DIR}; cleaning it up first")
-        cmd_down()
+        _down()
 
     bindir = bins()
     t_bins = time.monotonic()
@@ -302,12 +409,16 @@ def cmd_up() -> None:
     try:
         _start(bindir, procs)
     except BaseException:
-        log("start failed; stopping what was started (state and logs kept in "
-            f"{STATE_DIR} until the next up/down)")
+        log(
+            "start failed; stopping what was started (state and logs kept in "
+            f"{STATE_DIR} until the next up/down)"
+        )
         stop_all()
         raise
-    log(f"up in {time.monotonic() - t0:.1f}s ({time.monotonic() - t_bins:.1f}s after bins.sh); "
-        f"export KUBECONFIG={KUBECONFIG}")
+    log(
+        f"up in {time.monotonic() - t0:.1f}s ({time.monotonic() - t_bins:.1f}s after bins.sh); "
+        f"export KUBECONFIG={KUBECONFIG}"
+    )
 
 
 def _start(bindir: Path, procs: dict) -> None:
@@ -325,79 +436,113 @@ def _start(bindir: Path, procs: dict) -> None:
     # etcd: plain HTTP, but only on loopback. No fsync: this data is disposable
     # and fsync dominates etcd latency on CI disks.
     etcd_url, peer_url = state["etcd"], f"http://127.0.0.1:{etcd_peer}"
-    procs["etcd"] = spawn("etcd", [
-        b("etcd"), "--name=default", f"--data-dir={STATE_DIR / 'etcd'}",
-        f"--listen-client-urls={etcd_url}", f"--advertise-client-urls={etcd_url}",
-        f"--listen-peer-urls={peer_url}", f"--initial-advertise-peer-urls={peer_url}",
-        f"--initial-cluster=default={peer_url}", "--unsafe-no-fsync", "--log-level=warn",
-    ])
+    procs["etcd"] = spawn(
+        "etcd",
+        [
+            b("etcd"),
+            "--name=default",
+            f"--data-dir={STATE_DIR / 'etcd'}",
+            f"--listen-client-urls={etcd_url}",
+            f"--advertise-client-urls={etcd_url}",
+            f"--listen-peer-urls={peer_url}",
+            f"--initial-advertise-peer-urls={peer_url}",
+            f"--initial-cluster=default={peer_url}",
+            "--unsafe-no-fsync",
+            "--log-level=warn",
+        ],
+    )
 
     def etcd_ok() -> bool:
         try:
-            with urllib.request.urlopen(etcd_url + "/health", timeout=1) as r:
+            with LOCAL.open(etcd_url + "/health", timeout=1) as r:
                 return json.load(r).get("health") == "true"
         except (OSError, ValueError):
             return False
 
     wait_for("etcd", etcd_ok, deadline, procs)
 
-    procs["kube-apiserver"] = spawn("kube-apiserver", [
-        b("kube-apiserver"),
-        f"--etcd-servers={etcd_url}",
-        "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", f"--secure-port={api_port}",
-        f"--tls-cert-file={PKI}/apiserver.crt", f"--tls-private-key-file={PKI}/apiserver.key",
-        f"--client-ca-file={PKI}/ca.crt",
-        "--authorization-mode=Node,RBAC",
-        # On top of the default plugins (which include PodSecurity, whose
-        # default level is privileged; namespaces opt in by label).
-        "--enable-admission-plugins=NodeRestriction",
-        "--allow-privileged=true",  # so PodSecurity, not this flag, is what rejects
-        f"--service-cluster-ip-range={SERVICE_CIDR}",
-        "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-        f"--service-account-key-file={PKI}/sa.pub",
-        f"--service-account-signing-key-file={PKI}/sa.key",
-        "--profiling=false",
-    ])
-    wait_for("kube-apiserver /readyz", lambda: api_get(server, "/readyz")[0] == 200, deadline, procs)
+    procs["kube-apiserver"] = spawn(
+        "kube-apiserver",
+        [
+            b("kube-apiserver"),
+            f"--etcd-servers={etcd_url}",
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            f"--secure-port={api_port}",
+            # The endpoint reconciler refuses a loopback advertise address; nothing
+            # runs in pods here, so the `kubernetes` Service needs no endpoints.
+            "--endpoint-reconciler-type=none",
+            f"--tls-cert-file={PKI}/apiserver.crt",
+            f"--tls-private-key-file={PKI}/apiserver.key",
+            f"--client-ca-file={PKI}/ca.crt",
+            "--authorization-mode=Node,RBAC",
+            # On top of the default plugins (which include PodSecurity, whose
+            # default level is privileged; namespaces opt in by label).
+            "--enable-admission-plugins=NodeRestriction",
+            "--allow-privileged=true",  # so PodSecurity, not this flag, is what rejects
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            f"--service-account-key-file={PKI}/sa.pub",
+            f"--service-account-signing-key-file={PKI}/sa.key",
+            "--profiling=false",
+        ],
+    )
+    wait_for(
+        "kube-apiserver /readyz", lambda: api_get(server, "/readyz")[0] == 200, deadline, procs
+    )
 
-    procs["kube-controller-manager"] = spawn("kube-controller-manager", [
-        b("kube-controller-manager"),
-        f"--kubeconfig={STATE_DIR / 'controller-manager.kubeconfig'}",
-        "--bind-address=127.0.0.1", f"--secure-port={kcm_port}",
-        # Every default controller: garbage collector, deployment, replicaset,
-        # statefulset, job, cronjob, namespace, serviceaccount(-token),
-        # root-ca-cert-publisher, node lifecycle, pod GC, ...
-        "--controllers=*",
-        "--use-service-account-credentials=true",
-        f"--service-account-private-key-file={PKI}/sa.key",
-        f"--root-ca-file={PKI}/ca.crt",
-        f"--cluster-signing-cert-file={PKI}/ca.crt", f"--cluster-signing-key-file={PKI}/ca.key",
-        f"--service-cluster-ip-range={SERVICE_CIDR}",
-        "--leader-elect=false",
-        "--profiling=false",
-    ])
-    procs["kube-scheduler"] = spawn("kube-scheduler", [
-        b("kube-scheduler"),
-        f"--kubeconfig={STATE_DIR / 'scheduler.kubeconfig'}",
-        "--bind-address=127.0.0.1", f"--secure-port={sched_port}",
-        "--leader-elect=false",
-        "--profiling=false",
-    ])
+    procs["kube-controller-manager"] = spawn(
+        "kube-controller-manager",
+        [
+            b("kube-controller-manager"),
+            f"--kubeconfig={STATE_DIR / 'controller-manager.kubeconfig'}",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={kcm_port}",
+            # Every default controller: garbage collector, deployment, replicaset,
+            # statefulset, job, cronjob, namespace, serviceaccount(-token),
+            # root-ca-cert-publisher, node lifecycle, pod GC, ...
+            "--controllers=*",
+            "--use-service-account-credentials=true",
+            f"--service-account-private-key-file={PKI}/sa.key",
+            f"--root-ca-file={PKI}/ca.crt",
+            f"--cluster-signing-cert-file={PKI}/ca.crt",
+            f"--cluster-signing-key-file={PKI}/ca.key",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            "--leader-elect=false",
+            "--profiling=false",
+        ],
+    )
+    procs["kube-scheduler"] = spawn(
+        "kube-scheduler",
+        [
+            b("kube-scheduler"),
+            f"--kubeconfig={STATE_DIR / 'scheduler.kubeconfig'}",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={sched_port}",
+            "--leader-elect=false",
+            "--profiling=false",
+        ],
+    )
     # kwok: no --server-address/--node-port, so it opens no port at all.
     # KWOK_WORKDIR keeps a user's ~/.kwok/kwok.yaml from leaking in.
-    procs["kwok"] = spawn("kwok", [
-        b("kwok"),
-        f"--kubeconfig={STATE_DIR / 'kwok.kubeconfig'}",
-        f"--config={HACK / 'kwok' / 'stages.yaml'}",
-        "--manage-all-nodes=false",
-        "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
-        f"--cidr={POD_CIDR}",
-        "--node-ip=127.0.0.1",
-    ], env={"KWOK_WORKDIR": str(STATE_DIR / "kwok")})
+    procs["kwok"] = spawn(
+        "kwok",
+        [
+            b("kwok"),
+            f"--kubeconfig={STATE_DIR / 'kwok.kubeconfig'}",
+            f"--config={HACK / 'kwok' / 'stages.yaml'}",
+            "--manage-all-nodes=false",
+            "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
+            f"--cidr={POD_CIDR}",
+            "--node-ip=127.0.0.1",
+        ],
+        env={"KWOK_WORKDIR": str(STATE_DIR / "kwok")},
+    )
 
     kubectl = [b("kubectl"), f"--kubeconfig={KUBECONFIG}"]
-    apply = subprocess.run(kubectl + ["apply", "-f", "-"], input=nodes_manifest(),
-                           capture_output=True, text=True)
+    apply = subprocess.run(
+        [*kubectl, "apply", "-f", "-"], input=nodes_manifest(), capture_output=True, text=True
+    )
     if apply.returncode != 0:
         raise ClusterError(f"creating nodes failed:\n{apply.stderr}")
 
@@ -408,45 +553,84 @@ def _start(bindir: Path, procs: dict) -> None:
         code, body = api_get(server, "/api/v1/nodes?labelSelector=type%3Dkwok")
         if code != 200:
             return False
-        ready = [n for n in json.loads(body)["items"]
-                 if any(c["type"] == "Ready" and c["status"] == "True"
-                        for c in n.get("status", {}).get("conditions", []))]
+        ready = [
+            n
+            for n in json.loads(body)["items"]
+            if any(
+                c["type"] == "Ready" and c["status"] == "True"
+                for c in n.get("status", {}).get("conditions", [])
+            )
+        ]
         return len(ready) == len(NODES)
 
     wait_for("the default ServiceAccount", default_sa, deadline, procs)
     wait_for(f"{len(NODES)} Ready nodes", nodes_ready, deadline, procs)
-    wait_for("kube-apiserver /readyz", lambda: api_get(server, "/readyz")[0] == 200, deadline, procs)
+    wait_for(
+        "kube-apiserver /readyz", lambda: api_get(server, "/readyz")[0] == 200, deadline, procs
+    )
+
+
+def kube_version() -> str:
+    for line in (HACK / "versions.env").read_text().splitlines():
+        if line.startswith("KUBE_VERSION="):
+            return line.split("=", 1)[1].strip()
+    raise ClusterError("KUBE_VERSION missing from hack/versions.env")
 
 
 def nodes_manifest() -> str:
     """Fake nodes, managed by kwok because of the annotation. No taints: the
     operator's pods must schedule without special tolerations."""
-    items = []
+    items, version = [], kube_version()
     for name in NODES:
-        items.append({
-            "apiVersion": "v1",
-            "kind": "Node",
-            "metadata": {
-                "name": name,
-                "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
-                "labels": {
-                    "type": "kwok",
-                    "kubernetes.io/hostname": name,
-                    "kubernetes.io/os": "linux",
-                    "kubernetes.io/arch": "amd64",
-                    "kubernetes.io/role": "agent",
-                    "node-role.kubernetes.io/agent": "",
+        items.append(
+            {
+                "apiVersion": "v1",
+                "kind": "Node",
+                "metadata": {
+                    "name": name,
+                    "annotations": {
+                        "kwok.x-k8s.io/node": "fake",
+                        "node.alpha.kubernetes.io/ttl": "0",
+                    },
+                    "labels": {
+                        "type": "kwok",
+                        "kubernetes.io/hostname": name,
+                        "kubernetes.io/os": "linux",
+                        "kubernetes.io/arch": "amd64",
+                        "kubernetes.io/role": "agent",
+                        "node-role.kubernetes.io/agent": "",
+                    },
                 },
-            },
-            "status": {
-                "allocatable": {"cpu": "32", "memory": "128Gi", "pods": "110"},
-                "capacity": {"cpu": "32", "memory": "128Gi", "pods": "110"},
-            },
-        })
+                "status": {
+                    "allocatable": {"cpu": "32", "memory": "128Gi", "pods": "110"},
+                    "capacity": {"cpu": "32", "memory": "128Gi", "pods": "110"},
+                    # Report the control plane's version rather than "kwok-0.8.0",
+                    # for clients that parse node versions as semver.
+                    # (The API wants all nodeInfo fields; kwok fills empty ones.)
+                    "nodeInfo": {
+                        "kubeletVersion": version,
+                        "kubeProxyVersion": version,
+                        "architecture": "amd64",
+                        "operatingSystem": "linux",
+                        "osImage": "",
+                        "kernelVersion": "",
+                        "containerRuntimeVersion": "",
+                        "machineID": "",
+                        "systemUUID": "",
+                        "bootID": "",
+                    },
+                },
+            }
+        )
     return json.dumps({"apiVersion": "v1", "kind": "List", "items": items})
 
 
 def cmd_down() -> None:
+    with locked():
+        _down()
+
+
+def _down() -> None:
     if not STATE_DIR.exists():
         log("not running (no state)")
         return

@@ -130,8 +130,9 @@ def render(docs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def cmd_render(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+def cmd_render(args: argparse.Namespace, out: TextIO | None = None) -> int:
     """Print the children of the BackgroundJobs in the given files, or the errors."""
+    out = out or sys.stdout
     found = list(_documents(args.filename))
     if not found:
         print(f"error: no {KIND} in {', '.join(args.filename)}", file=sys.stderr)
@@ -195,7 +196,11 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script."""
     args = parser().parse_args(argv)
-    code: int = args.handler(args)
+    try:
+        code: int = args.handler(args)
+    except BrokenPipeError:  # `bgjob-operator render ... | head`
+        sys.stderr.close()
+        return 0
     return code
 
 

@@ -22,6 +22,7 @@ from bgjob import metrics
 from bgjob.api.models import GROUP, PLURAL, VERSION
 from bgjob.kube import CHILD_KINDS, RESOURCES, ApiError, Kube
 from bgjob.reconcile import Reconciler, TransientError
+from bgjob.scaling.scaler import Scaler
 from bgjob.store import Key, Store, key_of
 from bgjob.workloads.pod import LABEL_MANAGED_BY, MANAGER
 from bgjob.workqueue import WorkQueue
@@ -41,13 +42,15 @@ class Runtime:
     store: Store = field(default_factory=Store)
     reconciler: Reconciler = field(init=False)
     queue: WorkQueue[Key] = field(init=False)
+    scaler: Scaler = field(init=False)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     executor: ThreadPoolExecutor = field(init=False)
 
     def __post_init__(self) -> None:
-        self.reconciler = Reconciler(self.kube, self.store)
-        self.executor = ThreadPoolExecutor(self.workers, thread_name_prefix="reconcile")
         self.queue = WorkQueue[Key]()
+        self.scaler = Scaler(self.kube, self.queue.add)
+        self.reconciler = Reconciler(self.kube, self.store, scaler=self.scaler)
+        self.executor = ThreadPoolExecutor(self.workers, thread_name_prefix="reconcile")
         metrics.watch_store(self.store)
 
     async def start(self) -> None:
@@ -58,6 +61,7 @@ class Runtime:
             items = await loop.run_in_executor(self.executor, self._list_children, kind)
             self.store.load_children(items, kind, api_version)
         self.tasks.append(asyncio.create_task(self.queue.run_delayed()))
+        self.tasks.append(asyncio.create_task(self.scaler.run()))
         for _ in range(self.workers):
             self.tasks.append(asyncio.create_task(self.queue.run_worker(self._handle)))
         log.info("started workers=%d children=%d", self.workers, self.store.sizes()[1])
@@ -76,6 +80,7 @@ class Runtime:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
         self.tasks.clear()
+        self.scaler.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
 
     async def _handle(self, key: Key) -> None:
@@ -131,6 +136,12 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
     async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         configure(settings)
         await runtime.start()
+
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        # The same credentials as our own client: in-cluster token or kubeconfig.
+        info: kopf.ConnectionInfo | None = kopf.login_via_client(**kwargs)
+        return info
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(**_: Any) -> None:

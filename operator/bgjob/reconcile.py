@@ -15,6 +15,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
+from kubernetes.utils import parse_quantity
 
 from bgjob import workloads
 from bgjob.api.models import (
@@ -25,6 +26,7 @@ from bgjob.api.models import (
     parse,
 )
 from bgjob.kube import ApiError, Kube
+from bgjob.scaling.scaler import Scaler, View
 from bgjob.status import (
     Observed,
     Problem,
@@ -68,7 +70,22 @@ def covers(observed: Any, desired: Any) -> bool:
             and len(observed) == len(desired)
             and all(covers(o, d) for o, d in zip(observed, desired, strict=True))
         )
-    return bool(observed == desired)
+    if observed == desired:
+        return True
+    return _same_quantity(observed, desired)
+
+
+def _same_quantity(observed: Any, desired: Any) -> bool:
+    """The API server stores quantities canonically: cpu 1 as "1", "0.5" as "500m"."""
+    if not isinstance(observed, str | int) or not isinstance(desired, str | int):
+        return False
+    if isinstance(observed, bool) or isinstance(desired, bool):
+        return False
+    try:
+        same = parse_quantity(observed) == parse_quantity(desired)  # type: ignore[no-untyped-call]
+        return bool(same)
+    except ValueError:
+        return False
 
 
 def needs_apply(current: Body | None, desired: Body) -> bool:
@@ -139,6 +156,7 @@ class Pass:
     children: dict[ChildKey, Body]
     # The long-lived workload (Deployment, StatefulSet, CronJob); None for once.
     desired: Body | None = None
+    queue: View | None = None
     problem: Problem | None = None
     wake_after: float | None = None
     events: list[tuple[str, str, str]] = field(default_factory=list)
@@ -156,10 +174,12 @@ class Reconciler:
         kube: Kube,
         store: Store,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        scaler: Scaler | None = None,
     ) -> None:
         self.kube = kube
         self.store = store
         self.clock = clock
+        self.scaler = scaler
 
     # --- entry point ------------------------------------------------------------------
 
@@ -170,29 +190,57 @@ class Reconciler:
         """
         body = self.store.bgjob(key)
         if body is None or body["metadata"].get("deletionTimestamp"):
+            if self.scaler is not None:
+                self.scaler.untrack(key)
             return None  # Deleted: garbage collection removes the children.
         try:
             bgj = parse(body)
         except InvalidSpec as error:
+            if self.scaler is not None:
+                self.scaler.untrack(key)
             self._write_invalid(body, str(error))
             return None
-        queue_replicas = bgj.status.desired_replicas if bgj.spec.trigger.queue else None
-        work = Pass(
-            bgj=bgj,
-            body=body,
-            children=self.store.children(key),
-            desired=workloads.workload(bgj, queue_replicas),
-        )
+        work = Pass(bgj=bgj, body=body, children=self.store.children(key))
         work.run_now_handled = bgj.status.run_now_handled
         work.problem = preflight(bgj)
+        work.queue = self._queue_view(work)
+        queue_replicas = work.queue.replicas if work.queue else None
+        if bgj.spec.trigger.queue is not None and queue_replicas is None:
+            queue_replicas = self._running_replicas(work)
+        work.desired = workloads.workload(bgj, queue_replicas)
         if work.problem is None:
             self._workload(work)
             self._prune(work)
             self._runs(work)
+        if work.problem is None and work.queue is not None:
+            work.problem = work.queue.problem
         self._write_status(work)
         for kind, reason, message in work.events:
             self._event(body, kind, reason, message)
         return work.wake_after
+
+    # --- queue scaling ----------------------------------------------------------------
+
+    def _running_replicas(self, work: Pass) -> int | None:
+        """Replicas the queue worker runs now, before the scaler's first decision."""
+        for kind in ("Deployment", "StatefulSet"):
+            child = work.children.get((kind, work.bgj.metadata.name))
+            if child is not None and _controlled_by(child, work.bgj.metadata.uid):
+                replicas = child["spec"].get("replicas")
+                return int(replicas) if replicas is not None else None
+        return None
+
+    def _queue_view(self, work: Pass) -> View | None:
+        """Track or untrack the BackgroundJob in the scaler; its latest decision."""
+        if self.scaler is None:
+            return None
+        bgj = work.bgj
+        key = (bgj.metadata.namespace, bgj.metadata.name)
+        if bgj.spec.trigger.queue is None or bgj.spec.suspend or work.problem is not None:
+            self.scaler.untrack(key)
+            return None
+        self.scaler.track(bgj, self._running_replicas(work))
+        return self.scaler.view(key)
 
     # --- the long-lived workload ------------------------------------------------------
 
@@ -228,12 +276,26 @@ class Reconciler:
         if current is None:
             work.event("Normal", "Created", f"created {kind} {name}")
             log.info("created kind=%s name=%s namespace=%s", kind, name, bgj.metadata.namespace)
+        elif bgj.spec.trigger.queue is not None and (
+            current["spec"].get("replicas") != desired["spec"]["replicas"]
+        ):
+            before, after = current["spec"].get("replicas"), desired["spec"]["replicas"]
+            backlog = work.queue.backlog if work.queue else None
+            work.event("Normal", "Scaled", f"scaled {name} {before}→{after}, backlog {backlog}")
+            log.info(
+                "scaled name=%s namespace=%s from=%s to=%s backlog=%s",
+                name,
+                bgj.metadata.namespace,
+                before,
+                after,
+                backlog,
+            )
         else:
             log.info("applied kind=%s name=%s namespace=%s", kind, name, bgj.metadata.namespace)
 
     def _other_workloads_alive(self, work: Pass, kind: str) -> bool:
         alive = False
-        for (child_kind, name), child in work.children.items():
+        for (child_kind, name), child in list(work.children.items()):
             other = child_kind in WORKLOAD_KINDS and child_kind != kind
             if other and _controlled_by(child, work.bgj.metadata.uid):
                 self._delete(work, child_kind, name, "Foreground")
@@ -392,7 +454,13 @@ class Reconciler:
         replicas = desired["spec"].get("replicas") if desired else None
         due = self.once_due(bgj) if bgj.spec.trigger.kind == "once" else None
         status = status_from(
-            bgj, observed, self.clock(), desired_replicas=replicas, due=due, problem=work.problem
+            bgj,
+            observed,
+            self.clock(),
+            desired_replicas=replicas,
+            due=due,
+            problem=work.problem,
+            queue_length=work.queue.backlog if work.queue else bgj.status.queue_length,
         ).model_copy(update={"run_now_handled": work.run_now_handled})
         self._events_from_transition(work, bgj.status, status)
         self._apply_status(work.body, bgj.status, status)
@@ -421,7 +489,11 @@ class Reconciler:
         if after.wire() == before.wire():
             return
         meta = body["metadata"]
-        self.kube.apply_status(meta["namespace"], meta["name"], after.wire())
+        try:
+            self.kube.apply_status(meta["namespace"], meta["name"], after.wire())
+        except ApiError as error:
+            if error.status != 404:  # Deleted meanwhile: nothing left to report on.
+                raise
 
     def _write_invalid(self, body: Body, message: str) -> None:
         """An object that passed admission but breaks the contract: Degraded, Stalled."""

@@ -187,11 +187,13 @@ def status_from(
     desired_replicas: int | None = None,
     due: datetime | None = None,
     problem: Problem | None = None,
+    queue_length: int | None = None,
 ) -> BackgroundJobStatus:
     """The status a BackgroundJob should show for what was observed.
 
     ``desired_replicas`` is the replica count the worker should have (continuous and
-    queue); ``due`` is when a once-run that has not started is due.
+    queue); ``due`` is when a once-run that has not started is due; ``queue_length``
+    the backlog the scaler last read.
     """
     spec = bgj.spec
     previous = bgj.status
@@ -204,7 +206,7 @@ def status_from(
     fields: dict[str, Any] = {
         "observed_generation": generation,
         "trigger": trigger,
-        "queue_length": previous.queue_length if trigger == "queue" else None,
+        "queue_length": queue_length if trigger == "queue" else None,
         "run_now_handled": previous.run_now_handled,
         "last_run": last_run if trigger in ("schedule", "once") else None,
         "active_runs": active or None,
@@ -314,7 +316,8 @@ def status_from(
         state = "Degraded"
         health = Health(False, problem.reason, problem.message)
 
-    progressing = not health.ready and problem is None
+    # A failed once-run is over: nothing progresses until the user acts.
+    progressing = not health.ready and problem is None and health.reason != "RunFailed"
     conditions = [
         condition("Ready", health.ready, health.reason, health.message, generation, now),
         condition(

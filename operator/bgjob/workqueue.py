@@ -54,7 +54,8 @@ class WorkQueue(Generic[Key]):
         """Schedule ``key`` again with exponential backoff; returns the delay."""
         failures = self._failures.get(key, 0)
         self._failures[key] = failures + 1
-        delay = min(self.base_delay * 2.0**failures, self.max_delay)
+        # The exponent is capped: 2.0**1024 overflows, and the delay is capped anyway.
+        delay = min(self.base_delay * 2.0 ** min(failures, 30), self.max_delay)
         self.add_after(key, delay)
         return delay
 

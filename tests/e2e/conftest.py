@@ -46,10 +46,19 @@ def kubectl() -> Kubectl:
     return k
 
 
+def _active_namespace(k: Kubectl, name: str) -> bool:
+    """Create the namespace; a previous session's may still be terminating."""
+    found = k.get("namespace", name, "default")
+    if found is None:
+        k.run("create", "namespace", name, check=False)
+        return False
+    return bool(found["status"]["phase"] == "Active")
+
+
 @pytest.fixture(scope="session")
 def operator(kubectl: Kubectl) -> Iterator[Operator]:
     k = kubectl
-    k.run("create", "namespace", SYSTEM_NAMESPACE, check=False)
+    eventually(lambda: _active_namespace(k, SYSTEM_NAMESPACE), timeout=90)
     rbac = chart_rbac(k)
     k.run("apply", "-f", "-", stdin=rbac)
     token = k.run(
@@ -64,8 +73,8 @@ def operator(kubectl: Kubectl) -> Iterator[Operator]:
     op.start()
     yield op
     op.stop()
-    k.run("delete", "-f", "-", "--ignore-not-found", "--wait=false", stdin=rbac, check=False)
-    k.run("delete", "namespace", SYSTEM_NAMESPACE, "--wait=false", check=False)
+    k.run("delete", "-f", "-", "--ignore-not-found", stdin=rbac, check=False)
+    k.run("delete", "namespace", SYSTEM_NAMESPACE, "--ignore-not-found", check=False)
 
 
 @pytest.fixture

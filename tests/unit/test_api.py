@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 import yaml
-from specs import QUEUE, SCHEDULE, TRIGGERS, body, bgjob, queue
+from specs import QUEUE, SCHEDULE, TRIGGERS, bgjob, body, queue
 
 from bgjob.api.crd import crd, crd_yaml, openapi_schema
 from bgjob.api.models import InvalidSpec, parse
@@ -160,9 +160,7 @@ REJECTED = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("overrides", "field"), [pytest.param(o, f, id=i) for i, o, f in REJECTED]
-)
+@pytest.mark.parametrize(("overrides", "field"), [pytest.param(o, f, id=i) for i, o, f in REJECTED])
 def test_an_invalid_spec_is_rejected_with_a_message_naming_the_field(
     overrides: dict[str, Any], field: str
 ) -> None:
@@ -194,8 +192,14 @@ ACCEPTED = [
     ("once at a time", {"trigger": {"once": {"at": "2026-12-01T03:00:00Z"}}}),
     ("once after a delay", {"trigger": {"once": {"delaySeconds": 300}}}),
     ("zero grace period", {"shutdown": {"gracePeriodSeconds": 0}}),
-    ("url with a user and no password", {"trigger": queue(redis={**REDIS, "url": "redis://app@r"})}),
-    ("credentials from a Secret", {"trigger": {"queue": {"redis": {"urlFrom": URL_FROM, "list": "l"}}}}),
+    (
+        "url with a user and no password",
+        {"trigger": queue(redis={**REDIS, "url": "redis://app@r"})},
+    ),
+    (
+        "credentials from a Secret",
+        {"trigger": {"queue": {"redis": {"urlFrom": URL_FROM, "list": "l"}}}},
+    ),
     ("minReplicas equal to concurrency", {"trigger": queue(minReplicas=4), "concurrency": 4}),
     ("rabbitmq", {"trigger": {"queue": {"rabbitmq": {"url": "amqp://mq:5672/%2f", "queue": "q"}}}}),
 ]
@@ -292,7 +296,9 @@ def test_every_property_has_a_description_for_kubectl_explain() -> None:
         where
         for where, node in SCHEMA_NODES
         # The API server documents metadata itself (ObjectMeta), for every CRD.
-        if where != ".metadata" and where != "<root>" and not where.endswith(("[]", "{}"))
+        if where != ".metadata"
+        and where != "<root>"
+        and not where.endswith(("[]", "{}"))
         and not node.get("description")
     ]
     assert undocumented == []

@@ -37,8 +37,9 @@ SHORT_NAMES = ["bgj", "bgjob"]
 MAX_NAME_LENGTH = 52
 
 CRON_PATTERN = r"^\s*\S+(\s+\S+){4}\s*$"
-# scheme://user:password@host: a password in the userinfo part of a URL.
-URL_WITH_PASSWORD = r"^[A-Za-z][A-Za-z0-9+.-]*://[^/@]*:[^/@]*@"
+# A password in the userinfo part of a URL (scheme://user:password@host), or in
+# its query string (?password=..., which redis clients honour).
+URL_WITH_PASSWORD = r"^[A-Za-z][A-Za-z0-9+.-]*://[^/@]*:[^/@]*@|[?&]password="
 
 # Kubernetes types we pass through to the pod as they are; the API server
 # validates them when the workload is applied.

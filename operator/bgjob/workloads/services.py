@@ -17,7 +17,8 @@ def service_replicas(bgj: BackgroundJob, queue_replicas: int | None = None) -> i
         return 0
     if spec.trigger.queue is not None:
         wanted = queue_replicas if queue_replicas is not None else spec.trigger.queue.min_replicas
-        return max(0, min(wanted, 1 if spec.singleton else spec.concurrency))
+        most = 1 if spec.singleton else spec.concurrency
+        return max(min(spec.trigger.queue.min_replicas, most), min(wanted, most))
     return 1 if spec.singleton else spec.concurrency
 
 

@@ -1,0 +1,1 @@
+"""Queue workers scaled with their backlog: probes, the replica decision, the scaler loop."""

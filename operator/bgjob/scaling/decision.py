@@ -1,0 +1,64 @@
+"""The replica decision for queue workers. Pure: backlog and history in, replicas out.
+
+- Up at once: ``ceil(backlog / targetPerReplica)``, clamped to ``[minReplicas, max]``.
+- From zero only when the backlog is above ``activationThreshold``.
+- Down only to the highest recommendation of the last ``cooldownSeconds``, so
+  replicas do not flap and reach ``minReplicas`` only after a quiet cooldown.
+- No data (the broker is unreachable): keep what runs now, never scale on a guess.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What the spec allows: the bounds and the knobs of the decision."""
+
+    min_replicas: int
+    max_replicas: int
+    target_per_replica: int
+    activation_threshold: int
+    cooldown_seconds: float
+
+
+@dataclass
+class History:
+    """Recent recommendations, newest last: (time, replicas)."""
+
+    recommendations: list[tuple[float, int]] = field(default_factory=list)
+
+    def remember(self, now: float, replicas: int, window: float) -> None:
+        """Add a recommendation and forget those older than the window."""
+        self.recommendations.append((now, replicas))
+        cutoff = now - window
+        while len(self.recommendations) > 1 and self.recommendations[0][0] < cutoff:
+            self.recommendations.pop(0)
+
+    def highest(self) -> int:
+        """The highest recommendation still in the window."""
+        return max(replicas for _, replicas in self.recommendations)
+
+
+def recommended_replicas(backlog: int, current: int, limits: Limits) -> int:
+    """Replicas the backlog calls for right now, before stabilisation."""
+    if current == 0 and backlog <= limits.activation_threshold:
+        wanted = 0
+    else:
+        wanted = math.ceil(backlog / limits.target_per_replica)
+    return max(limits.min_replicas, min(wanted, limits.max_replicas))
+
+
+def desired_replicas(
+    backlog: int | None, current: int, limits: Limits, history: History, now: float
+) -> int:
+    """Replicas to run now. Scales up at once, down only after the cooldown window."""
+    if backlog is None:
+        return max(limits.min_replicas, min(current, limits.max_replicas))
+    recommendation = recommended_replicas(backlog, current, limits)
+    history.remember(now, recommendation, limits.cooldown_seconds)
+    if recommendation >= current:
+        return recommendation
+    return max(recommendation, min(history.highest(), current))

@@ -1,0 +1,140 @@
+"""Backlog probes: how many messages wait in a Redis list or a RabbitMQ queue.
+
+Each probe keeps one connection per broker URL and reuses it across polls; a
+failed call drops the connection so the next poll reconnects. URLs may carry
+credentials: they are never logged (``redact``) nor put into status or Events.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Protocol
+from urllib.parse import urlsplit, urlunsplit
+
+import pika
+import redis
+
+TIMEOUT_SECONDS = 2.0
+
+
+class ProbeError(Exception):
+    """The backlog could not be read; the message is safe to show (no credentials)."""
+
+
+@dataclass(frozen=True)
+class QueueRef:
+    """One queue on one broker: what a probe reads. Equal refs share one probe call."""
+
+    backend: str  # "redis" or "rabbitmq"
+    url: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.backend} {redact(self.url)} {self.name}"
+
+
+def redact(url: str) -> str:
+    """The URL without its password."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username or ''}:***@{parts.hostname or ''}"
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+class Probe(Protocol):
+    """Reads the backlog of one kind of broker."""
+
+    def backlog(self, queue: QueueRef) -> int: ...
+
+    def close(self) -> None: ...
+
+
+class RedisProbe:
+    """LLEN of a Redis list."""
+
+    def __init__(self) -> None:
+        self._clients: dict[str, redis.Redis] = {}
+        self._lock = threading.Lock()
+
+    def _client(self, url: str) -> redis.Redis:
+        with self._lock:
+            client = self._clients.get(url)
+            if client is None:
+                client = redis.Redis.from_url(
+                    url,
+                    socket_timeout=TIMEOUT_SECONDS,
+                    socket_connect_timeout=TIMEOUT_SECONDS,
+                    health_check_interval=30,
+                )
+                self._clients[url] = client
+            return client
+
+    def backlog(self, queue: QueueRef) -> int:
+        try:
+            length: int = self._client(queue.url).llen(queue.name)  # type: ignore[assignment]
+            return length
+        except redis.RedisError as error:
+            with self._lock:
+                stale = self._clients.pop(queue.url, None)
+            if stale is not None:
+                stale.close()
+            raise ProbeError(f"redis at {redact(queue.url)}: {error}") from None
+
+    def close(self) -> None:
+        with self._lock:
+            for client in self._clients.values():
+                client.close()
+            self._clients.clear()
+
+
+class RabbitMQProbe:
+    """Ready messages of a RabbitMQ queue, by a passive queue_declare over AMQP."""
+
+    def __init__(self) -> None:
+        self._connections: dict[str, pika.BlockingConnection] = {}
+        self._lock = threading.Lock()
+
+    def _connection(self, url: str) -> pika.BlockingConnection:
+        connection = self._connections.get(url)
+        if connection is None or connection.is_closed:
+            params = pika.URLParameters(url)
+            params.socket_timeout = TIMEOUT_SECONDS
+            params.blocked_connection_timeout = TIMEOUT_SECONDS
+            params.connection_attempts = 1
+            params.heartbeat = 30
+            connection = pika.BlockingConnection(params)
+            self._connections[url] = connection
+        return connection
+
+    def backlog(self, queue: QueueRef) -> int:
+        # One BlockingConnection must not be used by two threads at once.
+        with self._lock:
+            try:
+                channel = self._connection(queue.url).channel()
+                try:
+                    declared = channel.queue_declare(queue=queue.name, passive=True)
+                    return int(declared.method.message_count)
+                finally:
+                    if channel.is_open:
+                        channel.close()
+            except pika.exceptions.ChannelClosedByBroker as error:
+                if error.reply_code == 404:
+                    raise ProbeError(f"rabbitmq queue {queue.name!r} does not exist") from None
+                raise ProbeError(f"rabbitmq at {redact(queue.url)}: {error}") from None
+            except (pika.exceptions.AMQPError, OSError) as error:
+                stale = self._connections.pop(queue.url, None)
+                if stale is not None and stale.is_open:
+                    stale.close()
+                reason = type(error).__name__ if not str(error) else str(error)
+                raise ProbeError(f"rabbitmq at {redact(queue.url)}: {reason}") from None
+
+    def close(self) -> None:
+        with self._lock:
+            for connection in self._connections.values():
+                if connection.is_open:
+                    connection.close()
+            self._connections.clear()

@@ -1,0 +1,195 @@
+"""The work queue: coalescing, one reconcile per key at a time, delays and backoff."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+
+from bgjob.workqueue import WorkQueue
+
+Key = tuple[str, str]
+KEY: Key = ("shop", "thumbnailer")
+OTHER: Key = ("shop", "mailer")
+
+
+@contextlib.asynccontextmanager
+async def running(
+    queue: WorkQueue[Key], handle: Callable[[Key], Awaitable[None]], workers: int = 4
+) -> AsyncIterator[None]:
+    """Run the delay pump and ``workers`` workers for the duration of the block."""
+    tasks = [asyncio.create_task(queue.run_delayed())]
+    tasks += [asyncio.create_task(queue.run_worker(handle)) for _ in range(workers)]
+    try:
+        yield
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def settle(seconds: float = 0.05) -> None:
+    await asyncio.sleep(seconds)
+
+
+def test_many_adds_of_a_waiting_key_coalesce_into_one_reconcile() -> None:
+    async def scenario() -> list[Key]:
+        queue: WorkQueue[Key] = WorkQueue()
+        seen: list[Key] = []
+
+        async def handle(key: Key) -> None:
+            seen.append(key)
+
+        for _ in range(5):
+            queue.add(KEY)
+        queue.add(OTHER)
+        assert len(queue) == 2
+        async with running(queue, handle):
+            await settle()
+        return seen
+
+    assert sorted(asyncio.run(scenario())) == sorted([KEY, OTHER])
+
+
+def test_a_key_is_never_reconciled_by_two_workers_at_once() -> None:
+    async def scenario() -> tuple[int, int]:
+        queue: WorkQueue[Key] = WorkQueue()
+        busy = 0
+        most = 0
+        calls = 0
+
+        async def handle(key: Key) -> None:
+            nonlocal busy, most, calls
+            calls += 1
+            busy += 1
+            most = max(most, busy)
+            if calls == 1:
+                for _ in range(3):  # events arrive while the first reconcile runs
+                    queue.add(KEY)
+                    await asyncio.sleep(0.01)
+            busy -= 1
+
+        queue.add(KEY)
+        async with running(queue, handle, workers=4):
+            await settle(0.2)
+        return most, calls
+
+    most, calls = asyncio.run(scenario())
+    assert most == 1
+    # The adds during the run collapse into exactly one more reconcile afterwards.
+    assert calls == 2
+
+
+def test_different_keys_are_reconciled_in_parallel() -> None:
+    async def scenario() -> int:
+        queue: WorkQueue[Key] = WorkQueue()
+        busy = 0
+        most = 0
+
+        async def handle(key: Key) -> None:
+            nonlocal busy, most
+            busy += 1
+            most = max(most, busy)
+            await asyncio.sleep(0.05)
+            busy -= 1
+
+        queue.add(KEY)
+        queue.add(OTHER)
+        async with running(queue, handle, workers=2):
+            await settle(0.15)
+        return most
+
+    assert asyncio.run(scenario()) == 2
+
+
+def test_a_key_added_during_its_reconcile_runs_again_even_if_the_reconcile_fails() -> None:
+    async def scenario() -> int:
+        queue: WorkQueue[Key] = WorkQueue()
+        calls = 0
+
+        async def handle(key: Key) -> None:
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                queue.add(KEY)
+                raise RuntimeError("boom")
+
+        queue.add(KEY)
+        tasks = [asyncio.create_task(queue.run_worker(handle)) for _ in range(2)]
+        await settle()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        return calls
+
+    # The worker that failed is gone (the caller catches errors), but the re-add survives.
+    assert asyncio.run(scenario()) == 2
+
+
+def test_add_after_fires_later_and_not_before() -> None:
+    async def scenario() -> tuple[list[Key], list[Key]]:
+        queue: WorkQueue[Key] = WorkQueue()
+        seen: list[Key] = []
+
+        async def handle(key: Key) -> None:
+            seen.append(key)
+
+        async with running(queue, handle):
+            queue.add_after(KEY, 0.3)
+            await asyncio.sleep(0.1)
+            early = list(seen)
+            await asyncio.sleep(0.5)
+            return early, seen
+
+    early, late = asyncio.run(scenario())
+    assert early == []
+    assert late == [KEY]
+
+
+def test_an_earlier_wake_up_is_not_held_back_by_a_later_one() -> None:
+    async def scenario() -> list[Key]:
+        queue: WorkQueue[Key] = WorkQueue()
+        seen: list[Key] = []
+
+        async def handle(key: Key) -> None:
+            seen.append(key)
+
+        async with running(queue, handle):
+            queue.add_after(OTHER, 60)
+            await settle(0.02)
+            queue.add_after(KEY, 0.05)
+            await asyncio.sleep(0.3)
+        return seen
+
+    assert asyncio.run(scenario()) == [KEY]
+
+
+def test_add_after_with_no_delay_is_an_add() -> None:
+    queue: WorkQueue[Key] = WorkQueue()
+    queue.add_after(KEY, 0)
+    assert len(queue) == 1
+
+
+def test_retries_back_off_exponentially_up_to_the_maximum() -> None:
+    queue: WorkQueue[Key] = WorkQueue(base_delay=0.5, max_delay=5.0)
+    delays = [queue.retry(KEY) for _ in range(6)]
+    assert delays == [0.5, 1.0, 2.0, 4.0, 5.0, 5.0]
+
+
+def test_backoff_is_per_key_and_reset_by_a_success() -> None:
+    queue: WorkQueue[Key] = WorkQueue(base_delay=1.0, max_delay=300.0)
+    queue.retry(KEY)
+    queue.retry(KEY)
+    assert queue.retry(OTHER) == 1.0
+    queue.forget(KEY)
+    assert queue.retry(KEY) == 1.0
+
+
+@pytest.mark.parametrize("failures", [40, 2000])
+def test_backoff_never_exceeds_the_maximum_however_often_it_fails(failures: int) -> None:
+    queue: WorkQueue[Key] = WorkQueue(base_delay=0.5, max_delay=300.0)
+    for _ in range(failures - 1):
+        queue.retry(KEY)
+    assert queue.retry(KEY) == 300.0
