@@ -12,7 +12,7 @@ if [[ -z "${KUBECONFIG:-}" ]]; then
     hack/cluster.sh up
     started=1
   fi
-  export KUBECONFIG="$REPO/.cluster/kubeconfig"
+  export KUBECONFIG="${BGJOB_CLUSTER_DIR:-$REPO/.cluster}/kubeconfig"
 fi
 cleanup() { [[ -n $started ]] && hack/cluster.sh down || true; }
 trap cleanup EXIT

@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import signal
+import os
 import sys
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -54,22 +53,24 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from bgjob.handlers import Runtime, build_registry
     from bgjob.kube import Kube, load_config
+    from bgjob.leader import LeaderElector, default_identity
 
     _configure_logging(args.log_level)
     namespaces = tuple(args.namespace or ())
-    runtime = Runtime(kube=Kube(load_config()), workers=args.workers, namespaces=namespaces)
+    kube = Kube(load_config())
+    elector = None
+    if args.leader_elect:
+        elector = LeaderElector(
+            kube,
+            namespace=args.leader_election_namespace,
+            name=args.leader_election_id,
+            identity=default_identity(),
+        )
+    runtime = Runtime(kube=kube, workers=args.workers, namespaces=namespaces, elector=elector)
     registry = build_registry(runtime)
     metrics_host, metrics_port = _address(args.metrics_address)
     start_http_server(metrics_port, addr=metrics_host)
     health_host, health_port = _address(args.health_address)
-    stop = threading.Event()
-
-    def request_stop(signum: int, _frame: Any) -> None:
-        log.info("stopping signal=%s", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
     log.info(
         "starting version=%s namespaces=%s health=%s:%d metrics=%s:%d",
         __version__,
@@ -85,10 +86,15 @@ def cmd_run(args: argparse.Namespace) -> int:
             standalone=True,
             clusterwide=not namespaces,
             namespaces=namespaces,
+            # kopf handles SIGTERM and SIGINT: cleanup handlers run, then it returns.
             liveness_endpoint=f"http://{health_host}:{health_port}/healthz",
-            stop_flag=stop,
+            # Losing the Lease stops the operator; it exits non-zero to be restarted.
+            stop_flag=runtime.lost,
         )
     )
+    if runtime.lost.is_set():
+        log.error("stopped: lost leadership")
+        return 1
     log.info("stopped")
     return 0
 
@@ -177,6 +183,17 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--metrics-address", default="127.0.0.1:9090", help="/metrics listens here")
     run.add_argument("--workers", type=int, default=4, help="reconciles at once")
     run.add_argument("--log-level", default="info", help="debug, info, warning, error")
+    run.add_argument(
+        "--leader-elect",
+        action="store_true",
+        help="act only while holding a coordination.k8s.io Lease (for more than one replica)",
+    )
+    run.add_argument(
+        "--leader-election-namespace",
+        default=os.environ.get("POD_NAMESPACE", "default"),
+        help="namespace of the Lease (default: $POD_NAMESPACE or default)",
+    )
+    run.add_argument("--leader-election-id", default="bgjob-operator", help="name of the Lease")
     run.set_defaults(handler=cmd_run)
 
     crd = sub.add_parser("crd", help="print the CustomResourceDefinition")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +22,7 @@ import kopf
 from bgjob import metrics
 from bgjob.api.models import GROUP, PLURAL, VERSION
 from bgjob.kube import CHILD_KINDS, RESOURCES, ApiError, Kube
+from bgjob.leader import LeaderElector
 from bgjob.reconcile import Reconciler, TransientError
 from bgjob.scaling.scaler import Scaler
 from bgjob.store import Key, Store, key_of
@@ -43,6 +45,10 @@ class Runtime:
     reconciler: Reconciler = field(init=False)
     queue: WorkQueue[Key] = field(init=False)
     scaler: Scaler = field(init=False)
+    # With an elector, only the Lease holder reconciles; without, this process does.
+    elector: LeaderElector | None = None
+    leading: asyncio.Event = field(default_factory=asyncio.Event)
+    lost: asyncio.Event = field(default_factory=asyncio.Event)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     executor: ThreadPoolExecutor = field(init=False)
 
@@ -60,11 +66,25 @@ class Runtime:
             api_version = RESOURCES[kind][0]
             items = await loop.run_in_executor(self.executor, self._list_children, kind)
             self.store.load_children(items, kind, api_version)
+        if self.elector is None:
+            self.leading.set()
+        else:
+            self.tasks.append(asyncio.create_task(self.elector.run(self.leading, self.lost)))
         self.tasks.append(asyncio.create_task(self.queue.run_delayed()))
-        self.tasks.append(asyncio.create_task(self.scaler.run()))
+        self.tasks.append(asyncio.create_task(self._when_leading(self.scaler.run())))
         for _ in range(self.workers):
-            self.tasks.append(asyncio.create_task(self.queue.run_worker(self._handle)))
+            work = self.queue.run_worker(self._handle)
+            self.tasks.append(asyncio.create_task(self._when_leading(work)))
         log.info("started workers=%d children=%d", self.workers, self.store.sizes()[1])
+
+    async def _when_leading(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` once this process leads; a standby only keeps its cache warm."""
+        try:
+            await self.leading.wait()
+        except asyncio.CancelledError:
+            work.close()
+            raise
+        await work
 
     def _list_children(self, kind: str) -> list[dict[str, Any]]:
         if not self.namespaces:
@@ -82,6 +102,8 @@ class Runtime:
         self.tasks.clear()
         self.scaler.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
+        if self.elector is not None and self.leading.is_set() and not self.lost.is_set():
+            await asyncio.get_running_loop().run_in_executor(None, self.elector.release)
 
     async def _handle(self, key: Key) -> None:
         loop = asyncio.get_running_loop()
@@ -145,6 +167,7 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(**_: Any) -> None:
+        log.info("stopping")
         await runtime.stop()
 
     @kopf.on.probe(id="cache", registry=registry)

@@ -28,6 +28,7 @@ RESOURCES: dict[str, tuple[str, str]] = {
     KIND: (API_VERSION, PLURAL),
     "Secret": ("v1", "secrets"),
     "Event": ("v1", "events"),
+    "Lease": ("coordination.k8s.io/v1", "leases"),
 }
 CHILD_KINDS = ("Deployment", "StatefulSet", "CronJob", "Job")
 REQUEST_TIMEOUT = (5, 30)  # connect, read seconds: never hang a worker thread

@@ -9,7 +9,7 @@ import socket
 import subprocess
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -149,28 +149,44 @@ def serviceaccount_kubeconfig(k: Kubectl, token: str, path: Path) -> None:
 class Operator:
     """The operator process, started and stopped by PID."""
 
-    def __init__(self, kubeconfig: Path, log_path: Path) -> None:
+    def __init__(
+        self,
+        kubeconfig: Path,
+        log_path: Path,
+        *,
+        command: Sequence[str] = (str(REPO / ".venv" / "bin" / "bgjob-operator"), "run"),
+        args: Sequence[str] = ("--log-level=debug",),
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> None:
+        """``command`` and ``args`` around the health and metrics addresses;
+        ``env`` replaces the inherited environment (KUBECONFIG is always set)."""
         self.kubeconfig = kubeconfig
         self.log_path = log_path
+        self.command = tuple(command)
+        self.args = tuple(args)
+        self.env = dict(env) if env is not None else None
+        self.cwd = cwd
         self.process: subprocess.Popen[bytes] | None = None
         self.health_port = 0
         self.metrics_port = 0
 
     def start(self) -> None:
         self.health_port, self.metrics_port = free_port(), free_port()
-        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
+        base = os.environ if self.env is None else self.env
+        env = {**base, "KUBECONFIG": str(self.kubeconfig)}
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [
-                str(REPO / ".venv" / "bin" / "bgjob-operator"),
-                "run",
+                *self.command,
                 f"--health-address=127.0.0.1:{self.health_port}",
                 f"--metrics-address=127.0.0.1:{self.metrics_port}",
-                "--log-level=debug",
+                *self.args,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,
+            cwd=self.cwd,
         )
         eventually(self.healthy, timeout=30, interval=0.2)
 
@@ -204,6 +220,32 @@ class Operator:
 
     def log_tail(self, lines: int = 60) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def metric(text: str, name: str, **labels: str) -> float | None:
+    """One sample from a /metrics page: the value of ``name`` with exactly these labels."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return float(sample.value)
+    return None
+
+
+def restricted_namespace(name: str) -> dict[str, Any]:
+    """A Namespace that enforces Pod Security "restricted"."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {
+            "name": name,
+            "labels": {
+                "pod-security.kubernetes.io/enforce": "restricted",
+                "pod-security.kubernetes.io/enforce-version": "latest",
+            },
+        },
+    }
 
 
 def bgjob(name: str, spec: dict[str, Any], **metadata: Any) -> dict[str, Any]:

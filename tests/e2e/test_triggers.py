@@ -110,26 +110,6 @@ def test_schedule_overlap_and_singleton_map_to_the_concurrency_policy(
     assert lonely["spec"]["jobTemplate"]["spec"]["parallelism"] == 1  # type: ignore[index]
 
 
-def test_queue_worker_is_a_deployment_idle_at_min_replicas(kubectl: Kubectl, ns: str) -> None:
-    kubectl.apply(
-        bgjob(
-            "thumbs",
-            {
-                "trigger": {
-                    "queue": {"redis": {"url": "redis://127.0.0.1:6379/0", "list": "jobs"}}
-                },
-                "concurrency": 5,
-            },
-        ),
-        ns,
-    )
-    kubectl.wait("bgj/thumbs", "condition=Ready", ns)
-    assert kubectl.get("deployment", "thumbs", ns)["spec"]["replicas"] == 0  # type: ignore[index]
-    status = kubectl.get("bgj", "thumbs", ns)["status"]  # type: ignore[index]
-    assert status["state"] == "Idle"
-    assert status["desiredReplicas"] == 0
-
-
 def test_suspend_scales_a_continuous_worker_to_zero(kubectl: Kubectl, ns: str) -> None:
     kubectl.apply(bgjob("pausable", {"trigger": {"continuous": {}}, "concurrency": 2}), ns)
     kubectl.wait("bgj/pausable", "condition=Ready", ns)

@@ -1,6 +1,8 @@
 {{/* The release's full name, used for every object. */}}
 {{- define "bgjob-operator.fullname" -}}
-{{- if contains .Chart.Name .Release.Name -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else if contains .Chart.Name .Release.Name -}}
 {{- .Release.Name | trunc 63 | trimSuffix "-" -}}
 {{- else -}}
 {{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
@@ -51,4 +53,14 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create", "patch"]
+# Queue URLs given as urlFrom.secretKeyRef: read one named Secret at a time,
+# never list or watch them.
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get"]
+{{- end -}}
+
+{{/* The leader-election Lease: one per release, in the release namespace. */}}
+{{- define "bgjob-operator.leaseName" -}}
+{{- include "bgjob-operator.fullname" . -}}
 {{- end -}}

@@ -1,0 +1,149 @@
+"""Leader election on a coordination.k8s.io Lease, the way client-go does it.
+
+Every replica watches and keeps its cache warm; only the holder of the Lease
+reconciles and scales. Expiry is judged by this process's own clock from when
+it last saw the Lease change (never by comparing another pod's timestamps), so
+clock skew between nodes cannot hand the Lease to two holders. A leader that
+cannot renew within the renew deadline stops acting and exits, to come back
+as a candidate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from bgjob.kube import ApiError, Kube, path
+
+log = logging.getLogger("bgjob.leader")
+
+
+def micro_time(moment: datetime | None = None) -> str:
+    """A metav1.MicroTime."""
+    return (moment or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def default_identity() -> str:
+    """Unique per process: the pod's hostname plus a random suffix."""
+    return f"{socket.gethostname()}_{uuid.uuid4().hex[:8]}"
+
+
+@dataclass
+class LeaderElector:
+    """Acquires and renews one Lease; all API calls are blocking (run them in a thread)."""
+
+    kube: Kube
+    namespace: str
+    name: str
+    identity: str
+    lease_seconds: int = 15
+    renew_deadline: float = 10.0
+    retry_period: float = 2.0
+    clock: Callable[[], float] = time.monotonic
+
+    def __post_init__(self) -> None:
+        self._observed: dict[str, Any] | None = None  # the Lease spec last seen
+        self._observed_at = 0.0
+
+    def _url(self, name: bool = True) -> str:
+        return path("Lease", self.namespace, self.name if name else None)
+
+    def _spec(self, transitions: int, acquired: str | None = None) -> dict[str, Any]:
+        now = micro_time()
+        return {
+            "holderIdentity": self.identity,
+            "leaseDurationSeconds": self.lease_seconds,
+            "acquireTime": acquired or now,
+            "renewTime": now,
+            "leaseTransitions": transitions,
+        }
+
+    def try_acquire_or_renew(self) -> bool:
+        """One attempt: True when this process holds the Lease afterwards."""
+        try:
+            lease = self.kube.request("GET", self._url())
+        except ApiError as error:
+            if error.status != 404:
+                raise
+            return self._create()
+        spec = lease.get("spec") or {}
+        if spec != self._observed:
+            self._observed, self._observed_at = spec, self.clock()
+        holder = spec.get("holderIdentity") or ""
+        duration = float(spec.get("leaseDurationSeconds") or self.lease_seconds)
+        held_by_other = holder and holder != self.identity
+        if held_by_other and self._observed_at + duration > self.clock():
+            return False
+        transitions = int(spec.get("leaseTransitions") or 0)
+        if holder == self.identity:
+            new_spec = self._spec(transitions, spec.get("acquireTime"))
+        else:
+            new_spec = self._spec(transitions + 1)
+        lease["spec"] = new_spec
+        try:
+            self.kube.request("PUT", self._url(), body=lease)
+        except ApiError as error:
+            if error.status == 409:  # Someone else wrote it first.
+                return False
+            raise
+        self._observed, self._observed_at = new_spec, self.clock()
+        return True
+
+    def _create(self) -> bool:
+        body = {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": self.name, "namespace": self.namespace},
+            "spec": self._spec(0),
+        }
+        try:
+            self.kube.request("POST", self._url(name=False), body=body)
+        except ApiError as error:
+            if error.status == 409:
+                return False
+            raise
+        return True
+
+    def release(self) -> None:
+        """Give the Lease up at once so a standby takes over without waiting for expiry."""
+        try:
+            lease = self.kube.request("GET", self._url())
+            if (lease.get("spec") or {}).get("holderIdentity") != self.identity:
+                return
+            lease["spec"].update(
+                holderIdentity=None, leaseDurationSeconds=1, renewTime=micro_time()
+            )
+            self.kube.request("PUT", self._url(), body=lease)
+            log.info("released lease=%s/%s", self.namespace, self.name)
+        except ApiError as error:
+            log.warning("lease not released error=%s", error)
+
+    async def run(self, leading: asyncio.Event, lost: asyncio.Event) -> None:
+        """Acquire, then renew every retry period; set ``lost`` if renewal fails."""
+        loop = asyncio.get_running_loop()
+        log.info("waiting for lease=%s/%s identity=%s", self.namespace, self.name, self.identity)
+        last_renewal = self.clock()
+        while True:
+            try:
+                held = await loop.run_in_executor(None, self.try_acquire_or_renew)
+            except Exception as error:  # Any failure is a failed renewal.
+                log.warning("lease attempt failed error=%s", error)
+                held = False
+            now = self.clock()
+            if held:
+                last_renewal = now
+                if not leading.is_set():
+                    log.info("became leader lease=%s/%s", self.namespace, self.name)
+                    leading.set()
+            elif leading.is_set() and now - last_renewal > self.renew_deadline:
+                log.error("lost leadership lease=%s/%s", self.namespace, self.name)
+                lost.set()
+                return
+            await asyncio.sleep(self.retry_period)

@@ -1,0 +1,338 @@
+"""The Helm chart: what `helm template` renders, least-privilege RBAC, the values schema.
+
+Golden files in tests/unit/golden/ hold the full rendering of the main value
+combinations; after an intended change to the chart, regenerate them with
+
+    UPDATE_GOLDEN=1 .venv/bin/pytest tests/unit/test_chart.py
+
+and review the diff. These tests need the real `helm` (hack/bins.sh builds it
+once into the cache); a missing helm is a failure, never a skip.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from bgjob.api.models import parse
+from bgjob.cli import render
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "bgjob-operator"
+GOLDEN = Path(__file__).resolve().parent / "golden"
+RELEASE = "bgjob-operator"
+NAMESPACE = "bgjob-system"
+
+CASES: dict[str, list[str]] = {
+    "default": [],
+    "watch-namespaces": ["--set", "watchNamespaces={team-a,team-b}"],
+    "replicas-2": ["--set", "replicaCount=2"],
+    "service-monitor": [
+        "--set",
+        "serviceMonitor.enabled=true",
+        "--set",
+        "serviceMonitor.labels.release=prometheus",
+    ],
+}
+
+
+@cache
+def helm() -> str:
+    out = subprocess.run(
+        [str(ROOT / "hack" / "bins.sh")], check=True, capture_output=True, text=True
+    )
+    path = Path(out.stdout.strip()) / "helm"
+    assert path.is_file(), f"hack/bins.sh did not provide helm at {path}"
+    return str(path)
+
+
+def run_helm(*args: str) -> subprocess.CompletedProcess[str]:
+    # No cluster is needed or wanted: keep helm away from any KUBECONFIG.
+    env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
+    return subprocess.run(
+        [helm(), *args], capture_output=True, text=True, env=env, timeout=60, check=False
+    )
+
+
+def template(*values: str) -> str:
+    result = run_helm("template", RELEASE, str(CHART), "--namespace", NAMESPACE, *values)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def objects(*values: str) -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(template(*values)) if doc]
+
+
+def only(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [doc for doc in docs if doc["kind"] == kind]
+
+
+def deployment(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    (found,) = only(docs, "Deployment")
+    return found
+
+
+# --- golden renderings ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_the_rendering_matches_the_golden_file(case: str) -> None:
+    rendered = template(*CASES[case])
+    golden = GOLDEN / f"{case}.yaml"
+    if os.environ.get("UPDATE_GOLDEN") == "1":
+        golden.parent.mkdir(parents=True, exist_ok=True)
+        golden.write_text(rendered)
+    assert golden.exists(), f"no golden file {golden}; run with UPDATE_GOLDEN=1"
+    assert rendered == golden.read_text(), (
+        f"helm template differs from {golden.relative_to(ROOT)}; if intended, "
+        "regenerate with UPDATE_GOLDEN=1 and review the diff"
+    )
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_helm_lint_strict_is_clean(case: str) -> None:
+    result = run_helm("lint", "--strict", str(CHART), *CASES[case])
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "[WARNING]" not in result.stdout and "[ERROR]" not in result.stdout, result.stdout
+
+
+# --- least privilege ------------------------------------------------------------------
+
+
+def assert_least_privilege(role: dict[str, Any]) -> None:
+    name = f"{role['kind']}/{role['metadata']['name']}"
+    for rule in role["rules"]:
+        for field in ("apiGroups", "resources", "verbs"):
+            assert "*" not in rule.get(field, []), f"{name} has a wildcard in {field}: {rule}"
+        if "secrets" in rule["resources"]:
+            assert set(rule["verbs"]) == {"get"}, f"{name} may do more than get secrets: {rule}"
+
+
+def test_the_cluster_role_has_no_wildcards_and_only_gets_secrets() -> None:
+    docs = objects()
+    (role,) = only(docs, "ClusterRole")
+    assert_least_privilege(role)
+    secrets = [rule for rule in role["rules"] if "secrets" in rule["resources"]]
+    assert secrets == [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]
+    (binding,) = only(docs, "ClusterRoleBinding")
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": RELEASE, "namespace": NAMESPACE}
+    ]
+
+
+def test_the_least_privilege_check_catches_a_wildcard() -> None:
+    with pytest.raises(AssertionError, match="wildcard"):
+        assert_least_privilege(
+            {
+                "kind": "ClusterRole",
+                "metadata": {"name": "x"},
+                "rules": [{"apiGroups": ["apps"], "resources": ["*"], "verbs": ["get"]}],
+            }
+        )
+    with pytest.raises(AssertionError, match="more than get secrets"):
+        assert_least_privilege(
+            {
+                "kind": "ClusterRole",
+                "metadata": {"name": "x"},
+                "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list"]}],
+            }
+        )
+
+
+def test_watch_namespaces_grant_roles_in_those_namespaces_only() -> None:
+    docs = objects(*CASES["watch-namespaces"])
+    assert only(docs, "ClusterRole") == [] and only(docs, "ClusterRoleBinding") == []
+    operator_roles = [r for r in only(docs, "Role") if r["metadata"]["name"] == RELEASE]
+    assert sorted(r["metadata"]["namespace"] for r in operator_roles) == ["team-a", "team-b"]
+    for role in operator_roles:
+        assert_least_privilege(role)
+    bindings = [b for b in only(docs, "RoleBinding") if b["metadata"]["name"] == RELEASE]
+    assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]
+    args = deployment(docs)["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert [a for a in args if a.startswith("--namespace=")] == [
+        "--namespace=team-a",
+        "--namespace=team-b",
+    ]
+
+
+def test_the_lease_role_is_namespaced_and_limited_to_the_release_lease() -> None:
+    docs = objects()
+    (lease_role,) = [
+        r for r in only(docs, "Role") if r["metadata"]["name"].endswith("-leader-election")
+    ]
+    assert lease_role["metadata"]["namespace"] == NAMESPACE
+    assert_least_privilege(lease_role)
+    granted = {
+        (verb, tuple(rule.get("resourceNames", ())))
+        for rule in lease_role["rules"]
+        for verb in rule["verbs"]
+        if rule["apiGroups"] == ["coordination.k8s.io"] and rule["resources"] == ["leases"]
+    }
+    assert granted == {("create", ()), ("get", (RELEASE,)), ("update", (RELEASE,))}
+    args = deployment(docs)["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--leader-elect" in args
+    assert f"--leader-election-namespace={NAMESPACE}" in args
+    assert f"--leader-election-id={RELEASE}" in args
+
+
+# --- the Deployment -------------------------------------------------------------------
+
+
+def test_one_replica_recreates_and_has_no_disruption_budget() -> None:
+    docs = objects()
+    spec = deployment(docs)["spec"]
+    assert spec["replicas"] == 1
+    assert spec["strategy"] == {"type": "Recreate"}
+    assert only(docs, "PodDisruptionBudget") == []
+
+
+def test_two_replicas_roll_and_get_a_disruption_budget() -> None:
+    docs = objects(*CASES["replicas-2"])
+    spec = deployment(docs)["spec"]
+    assert spec["replicas"] == 2
+    assert spec["strategy"]["type"] == "RollingUpdate"
+    (pdb,) = only(docs, "PodDisruptionBudget")
+    assert pdb["spec"]["maxUnavailable"] == 1
+    assert pdb["spec"]["selector"]["matchLabels"] == spec["selector"]["matchLabels"]
+
+
+def test_the_operator_pod_is_restricted_and_writes_only_to_tmp() -> None:
+    pod = deployment(objects())["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == 65532
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    (container,) = pod["containers"]
+    assert container["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    assert container["volumeMounts"] == [{"name": "tmp", "mountPath": "/tmp"}]
+    assert pod["volumes"][0]["name"] == "tmp" and "emptyDir" in pod["volumes"][0]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["POD_NAMESPACE"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["resources"]["limits"]["memory"]
+
+
+def test_values_reach_the_operator_arguments() -> None:
+    docs = objects("--set", "workers=9", "--set", "logLevel=debug", "--set", "image.tag=1.2.3")
+    (container,) = deployment(docs)["spec"]["template"]["spec"]["containers"]
+    assert "--workers=9" in container["args"] and "--log-level=debug" in container["args"]
+    assert container["image"] == "ghcr.io/bgjob-dev/bgjob-operator:1.2.3"
+
+
+def test_the_service_monitor_scrapes_the_metrics_service() -> None:
+    docs = objects(*CASES["service-monitor"])
+    (monitor,) = only(docs, "ServiceMonitor")
+    (service,) = only(docs, "Service")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["metadata"]["labels"]["release"] == "prometheus"
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= service["metadata"]["labels"].items()
+    assert [e["port"] for e in monitor["spec"]["endpoints"]] == [
+        p["name"] for p in service["spec"]["ports"]
+    ]
+    assert only(objects(), "ServiceMonitor") == []
+
+
+# --- the values schema ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        (["--set", "replicaCont=2"], "additional properties 'replicaCont' not allowed"),
+        (["--set", "image.tagg=1.0"], "additional properties 'tagg' not allowed"),
+        (["--set", "serviceMonitor.enable=true"], "additional properties 'enable' not allowed"),
+        (["--set", "logLevel=verbose"], "/logLevel"),
+        (["--set", "workers=0"], "/workers"),
+        (["--set", "watchNamespaces=team-a"], "/watchNamespaces"),
+    ],
+)
+def test_a_bad_value_fails_helm_template(values: list[str], message: str) -> None:
+    result = run_helm("template", RELEASE, str(CHART), *values)
+    assert result.returncode != 0, f"helm template accepted {values}"
+    assert message in result.stderr, result.stderr
+
+
+def test_every_value_in_values_yaml_is_documented() -> None:
+    # Each key has a comment line right above it; the contents of `resources`
+    # are plain Kubernetes and covered by its comment.
+    lines = (CHART / "values.yaml").read_text().splitlines()
+    undocumented = []
+    parent = ""
+    for i, line in enumerate(lines):
+        match = re.match(r"^( *)([A-Za-z][A-Za-z0-9]*):", line)
+        if not match:
+            continue
+        depth, key = len(match.group(1)) // 2, match.group(2)
+        if depth == 0:
+            parent = key
+        elif parent == "resources":
+            continue
+        if not lines[i - 1].lstrip().startswith("#"):
+            undocumented.append(line.strip())
+    assert undocumented == []
+
+
+# --- NOTES.txt ------------------------------------------------------------------------
+
+
+def notes(*values: str) -> str:
+    """NOTES.txt as `helm install` prints it, without a cluster.
+
+    `helm template` never renders NOTES.txt, and `helm install --dry-run` needs
+    a cluster, so a copy of the chart renders it through `tpl` into a document.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        chart = Path(tmp) / "chart"
+        shutil.copytree(CHART, chart)
+        shutil.copy(chart / "templates" / "NOTES.txt", chart / "notes.src")
+        (chart / "templates" / "zz-notes.yaml").write_text(
+            'notes: {{ tpl (.Files.Get "notes.src") . | toJson }}\n'
+        )
+        result = run_helm(
+            "template", RELEASE, str(chart), "--namespace", NAMESPACE,
+            "--show-only", "templates/zz-notes.yaml", *values,
+        )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    text: str = yaml.safe_load(result.stdout)["notes"]
+    return text
+
+
+def notes_example(text: str) -> dict[str, Any]:
+    block = text.split("<<'YAML'\n", 1)[1].split("\n  YAML\n", 1)[0]
+    example: dict[str, Any] = yaml.safe_load(block)
+    return example
+
+
+def test_the_notes_example_runs_as_non_root() -> None:
+    example = notes_example(notes())
+    parse(example)  # a valid BackgroundJob
+    manifests = render([example])
+    pods = [m["spec"]["template"]["spec"] for m in manifests if m["kind"] == "Deployment"]
+    assert pods, manifests
+    for pod in pods:
+        context = pod["securityContext"]
+        assert context["runAsNonRoot"] is True
+        # busybox's own user is root: without a non-root UID the kubelet refuses it.
+        assert context["runAsUser"] > 0
+
+
+def test_the_notes_point_at_the_watched_namespace() -> None:
+    text = notes(*CASES["watch-namespaces"])
+    assert "watching: team-a, team-b." in text
+    assert "kubectl -n team-a wait --for=condition=Ready bgj/hello" in text
