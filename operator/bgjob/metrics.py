@@ -23,6 +23,13 @@ RECONCILE_SECONDS = Histogram(
 )
 
 
+QUEUE_PROBES = Counter(
+    "bgjob_queue_probes_total",
+    "Backlog reads sent to brokers, by backend and result (ok, error).",
+    ["backend", "result"],
+)
+
+
 def observe_reconcile(result: str, seconds: float) -> None:
     """Count one reconcile and its duration."""
     RECONCILES.labels(result=result).inc()
@@ -49,8 +56,15 @@ class StoreCollector(Collector):
             "Ready pods of each BackgroundJob.",
             labels=["namespace", "name"],
         )
+        backlog = GaugeMetricFamily(
+            "bgjob_queue_backlog",
+            "Messages waiting, as last reported in status (queue trigger).",
+            labels=["namespace", "name"],
+        )
         tally: Tally[str] = Tally()
         for (namespace, name), status in self.store.statuses():
+            if status.get("queueLength") is not None:
+                backlog.add_metric([namespace, name], float(status["queueLength"]))
             tally[str(status.get("state") or "Unknown")] += 1
             if status.get("desiredReplicas") is not None:
                 desired.add_metric([namespace, name], float(status["desiredReplicas"]))
@@ -61,6 +75,7 @@ class StoreCollector(Collector):
         yield states
         yield desired
         yield ready
+        yield backlog
 
 
 _collector: StoreCollector | None = None

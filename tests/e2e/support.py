@@ -222,7 +222,7 @@ class Operator:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
 
-def metric(text: str, name: str, **labels: str) -> float | None:
+def metric(text: str, name: str, /, **labels: str) -> float | None:
     """One sample from a /metrics page: the value of ``name`` with exactly these labels."""
     from prometheus_client.parser import text_string_to_metric_families
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from tests.e2e.support import Kubectl, bgjob, condition, events
 
 REJECTED: list[tuple[str, dict[str, Any], str]] = [

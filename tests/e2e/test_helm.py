@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from tests.e2e.support import (
     REPO,
     Kubectl,

@@ -300,7 +300,11 @@ class QueueTrigger(ApiModel):
         default=0, ge=0, description="Fewest workers, also when idle (0: scale to zero)."
     )
     polling_interval_seconds: int = Field(
-        default=2, ge=1, le=3600, description="How often the backlog is read."
+        default=1,
+        ge=1,
+        le=3600,
+        description="How often the backlog is read (one read per distinct queue, however "
+        "many BackgroundJobs share it).",
     )
     cooldown_seconds: int = Field(
         default=60,

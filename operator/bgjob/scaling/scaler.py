@@ -20,6 +20,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from bgjob import metrics
 from bgjob.api.models import BackgroundJob, QueueTrigger
 from bgjob.kube import ApiError, Kube
 from bgjob.scaling.decision import History, Limits, desired_replicas
@@ -216,9 +217,12 @@ class Scaler:
     def _probe(self, ref: QueueRef) -> int | ProbeError:
         self.polls += 1
         try:
-            return self.probes[ref.backend].backlog(ref)
+            backlog = self.probes[ref.backend].backlog(ref)
         except ProbeError as error:
+            metrics.QUEUE_PROBES.labels(backend=ref.backend, result="error").inc()
             return error
+        metrics.QUEUE_PROBES.labels(backend=ref.backend, result="ok").inc()
+        return backlog
 
     def _resolve(self, target: Target) -> QueueRef | Problem:
         source = target.source
