@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # Reinstall when the dependencies change.
 STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 
-.PHONY: help venv bins cluster-up cluster-down lint unit e2e test run crd helm-lint clean
+.PHONY: help venv deps bins cluster-up cluster-down cluster-smoke lint helm-lint unit e2e test run crd
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -21,6 +21,9 @@ $(STAMP): pyproject.toml
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
+deps: ## Debian packages the tests need (redis-server, rabbitmq-server), if missing
+	@hack/deps.sh
+
 bins: ## build the local control plane's binaries into ~/.cache/bgjob-operator (once)
 	@hack/bins.sh >/dev/null
 
@@ -30,22 +33,33 @@ cluster-up: bins ## start the local control plane (etcd, apiserver, controllers,
 cluster-down: ## stop exactly what cluster-up started
 	@hack/cluster.sh down
 
+cluster-smoke: cluster-up ## prove the local control plane and kwok work
+	@hack/cluster-smoke.sh
+
 crd: venv ## regenerate crds/ and the chart's copy from the models
 	$(BIN)/bgjob-operator crd > crds/bgjob.dev_backgroundjobs.yaml
 	cp crds/bgjob.dev_backgroundjobs.yaml charts/bgjob-operator/crds/bgjob.dev_backgroundjobs.yaml
 
-lint: venv ## ruff, mypy --strict
+lint: venv bins ## ruff, mypy --strict, hadolint, helm lint
 	$(BIN)/ruff check operator tests
 	$(BIN)/ruff format --check operator tests
 	$(BIN)/mypy
+	$(BIN)/hadolint Dockerfile
+	@$(MAKE) --no-print-directory helm-lint
 
-unit: venv ## pure units and API-contract tests (no cluster)
+helm-lint: bins ## helm lint --strict the chart with its main value combinations
+	@helm=$$(hack/bins.sh)/helm && set -e && \
+	$$helm lint --strict charts/bgjob-operator && \
+	$$helm lint --strict charts/bgjob-operator --set 'watchNamespaces={team-a,team-b}' && \
+	$$helm lint --strict charts/bgjob-operator --set replicaCount=2 --set serviceMonitor.enabled=true
+
+unit: venv bins ## pure units and API-contract tests (no cluster)
 	$(BIN)/pytest tests/unit tests/api
 
-e2e: venv bins ## end-to-end suite against KUBECONFIG or the local control plane
+e2e: venv deps bins ## end-to-end suite against KUBECONFIG or the local control plane
 	@hack/test.sh tests/e2e
 
-test: venv bins lint ## every test: units, API contract, end-to-end on a real control plane
+test: venv deps bins lint ## every test: units, API contract, end-to-end on a real control plane
 	@hack/test.sh tests
 
 run: venv bins ## the product on the local control plane: operator + examples, live status

@@ -36,6 +36,8 @@ def _configure_logging(level: str) -> None:
     root.setLevel(level.upper())
     # kopf logs every handler call at INFO; ours say what matters.
     logging.getLogger("kopf").setLevel(max(logging.WARNING, root.level))
+    # pika logs every failed connection with a traceback; the scaler reports it once.
+    logging.getLogger("pika").setLevel(logging.CRITICAL)
 
 
 def _address(value: str) -> tuple[str, int]:

@@ -168,7 +168,10 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
     @kopf.on.cleanup(registry=registry)
     async def cleanup(**_: Any) -> None:
         log.info("stopping")
-        await runtime.stop()
+        try:
+            await runtime.stop()
+        except Exception:  # A failing clean-up must never keep the process alive.
+            log.exception("clean-up failed")
 
     @kopf.on.probe(id="cache", registry=registry)
     def cache_probe(**_: Any) -> dict[str, int]:

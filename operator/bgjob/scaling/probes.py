@@ -7,6 +7,7 @@ credentials: they are never logged (``redact``) nor put into status or Events.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from dataclasses import dataclass
 from typing import Protocol
@@ -87,7 +88,8 @@ class RedisProbe:
     def close(self) -> None:
         with self._lock:
             for client in self._clients.values():
-                client.close()
+                with contextlib.suppress(redis.RedisError, OSError):
+                    client.close()
             self._clients.clear()
 
 
@@ -127,14 +129,17 @@ class RabbitMQProbe:
                 raise ProbeError(f"rabbitmq at {redact(queue.url)}: {error}") from None
             except (pika.exceptions.AMQPError, OSError) as error:
                 stale = self._connections.pop(queue.url, None)
-                if stale is not None and stale.is_open:
-                    stale.close()
+                with contextlib.suppress(pika.exceptions.AMQPError, OSError):
+                    if stale is not None and stale.is_open:
+                        stale.close()
                 reason = type(error).__name__ if not str(error) else str(error)
                 raise ProbeError(f"rabbitmq at {redact(queue.url)}: {reason}") from None
 
     def close(self) -> None:
         with self._lock:
             for connection in self._connections.values():
-                if connection.is_open:
-                    connection.close()
+                # A broker that went away makes close() raise: closing is best effort.
+                with contextlib.suppress(pika.exceptions.AMQPError, OSError):
+                    if connection.is_open:
+                        connection.close()
             self._connections.clear()

@@ -14,6 +14,7 @@ import asyncio
 import base64
 import heapq
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -71,6 +72,12 @@ class View:
     replicas: int | None
     backlog: int | None
     problem: Problem | None
+
+
+def next_tick(now: float, interval: float) -> float:
+    """The next multiple of ``interval``: targets with one interval poll in the same round,
+    so those reading the same queue share one probe call."""
+    return (math.floor(now / interval) + 1) * interval
 
 
 def source_of(bgj: BackgroundJob) -> Source:
@@ -184,7 +191,7 @@ class Scaler:
                 if target is None or target.next_poll != when:
                     continue  # untracked, or re-tracked with a fresh entry
                 due.append(target)
-                target.next_poll = now + target.interval
+                target.next_poll = next_tick(now, target.interval)
                 heapq.heappush(self._due, (target.next_poll, key))
         return due
 
