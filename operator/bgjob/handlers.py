@@ -67,6 +67,7 @@ class Runtime:
             items = await loop.run_in_executor(self.executor, self._list_children, kind)
             self.store.load_children(items, kind, api_version)
         if self.elector is None:
+            metrics.LEADER.set(1)
             self.leading.set()
         else:
             self.tasks.append(asyncio.create_task(self.elector.run(self.leading, self.lost)))

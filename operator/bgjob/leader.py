@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from bgjob import metrics
 from bgjob.kube import ApiError, Kube, path
 
 log = logging.getLogger("bgjob.leader")
@@ -141,9 +142,11 @@ class LeaderElector:
                 last_renewal = now
                 if not leading.is_set():
                     log.info("became leader lease=%s/%s", self.namespace, self.name)
+                    metrics.LEADER.set(1)
                     leading.set()
             elif leading.is_set() and now - last_renewal > self.renew_deadline:
                 log.error("lost leadership lease=%s/%s", self.namespace, self.name)
+                metrics.LEADER.set(0)
                 lost.set()
                 return
             await asyncio.sleep(self.retry_period)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter as Tally
 from collections.abc import Iterator
 
-from prometheus_client import REGISTRY, Counter, Histogram
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -23,6 +23,10 @@ RECONCILE_SECONDS = Histogram(
 )
 
 
+LEADER = Gauge(
+    "bgjob_leader",
+    "1 while this process holds the leader-election Lease (or runs without election).",
+)
 QUEUE_PROBES = Counter(
     "bgjob_queue_probes_total",
     "Backlog reads sent to brokers, by backend and result (ok, error).",
