@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # Reinstall when the dependencies change.
 STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 
-.PHONY: help venv deps bins cluster-up cluster-down cluster-smoke lint helm-lint unit e2e test run crd
+.PHONY: help venv deps bins cluster-up cluster-down cluster-smoke lint helm-lint unit e2e test run crd bench kind-e2e
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -64,3 +64,9 @@ test: venv deps bins lint ## every test: units, API contract, end-to-end on a re
 
 run: venv bins ## the product on the local control plane: operator + examples, live status
 	@hack/run.sh
+
+bench: venv deps bins ## queue scaling benchmark: reaction p50/p95, broker load, operator CPU/RSS
+	$(BIN)/python -m benchmarks.queue_scaling
+
+kind-e2e: ## the e2e suite on a kind cluster (needs Docker; not available on CI here)
+	@hack/kind-e2e.sh
