@@ -57,9 +57,9 @@ fi
 
 # --- cache location ---------------------------------------------------------
 CACHE="${BGJOB_CACHE:-$HOME/.cache/bgjob-operator}"
-# Only versions.env's KEY=value lines count, so editing its comments doesn't
-# force a rebuild.
-hash="$( { grep -E '^[A-Z_]+=' "$HACK/versions.env"
+# Only the pins of what this script builds count, so editing comments or
+# pinning something else (KEDA's CRDs) doesn't force a rebuild.
+hash="$( { grep -E '^(KUBE_VERSION|KUBE_STAGING_VERSION|ETCD_VERSION|KWOK_VERSION|HELM_VERSION)=' "$HACK/versions.env"
            cat "$HACK/kube/go.mod" "$HACK/kube/go.sum" "$HACK/kube/main.go"; } \
   | sha256sum | cut -c1-12)"
 BIN="$CACHE/bin/$KUBE_VERSION-$hash"

@@ -510,6 +510,9 @@ def _start(bindir: Path, procs: dict) -> None:
             f"--service-cluster-ip-range={SERVICE_CIDR}",
             "--leader-elect=false",
             "--profiling=false",
+            # kwok renews the node Leases; on a loaded 2-core machine a renewal
+            # can come late. Don't mark nodes (and so their pods) NotReady for that.
+            "--node-monitor-grace-period=5m",
         ],
     )
     procs["kube-scheduler"] = spawn(

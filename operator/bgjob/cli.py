@@ -53,7 +53,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     import kopf
     from prometheus_client import start_http_server
 
-    from bgjob.handlers import Runtime, build_registry
+    from bgjob.handlers import Runtime, build_registry, scaling_engine
     from bgjob.kube import Kube, load_config
     from bgjob.leader import LeaderElector, default_identity
 
@@ -68,15 +68,24 @@ def cmd_run(args: argparse.Namespace) -> int:
             name=args.leader_election_id,
             identity=default_identity(),
         )
-    runtime = Runtime(kube=kube, workers=args.workers, namespaces=namespaces, elector=elector)
+    engine, keda_installed = scaling_engine(kube, args.scaling_engine)
+    runtime = Runtime(
+        kube=kube,
+        workers=args.workers,
+        namespaces=namespaces,
+        elector=elector,
+        scaling_engine=engine,
+        keda_installed=keda_installed,
+    )
     registry = build_registry(runtime)
     metrics_host, metrics_port = _address(args.metrics_address)
     start_http_server(metrics_port, addr=metrics_host)
     health_host, health_port = _address(args.health_address)
     log.info(
-        "starting version=%s namespaces=%s health=%s:%d metrics=%s:%d",
+        "starting version=%s namespaces=%s scaling_engine=%s health=%s:%d metrics=%s:%d",
         __version__,
         ",".join(namespaces) or "*",
+        engine,
         health_host,
         health_port,
         metrics_host,
@@ -196,6 +205,13 @@ def parser() -> argparse.ArgumentParser:
         help="namespace of the Lease (default: $POD_NAMESPACE or default)",
     )
     run.add_argument("--leader-election-id", default="bgjob-operator", help="name of the Lease")
+    run.add_argument(
+        "--scaling-engine",
+        choices=("builtin", "keda"),
+        default="builtin",
+        help="who scales queue workers: the built-in scaler, or KEDA through ScaledObjects "
+        "(needs KEDA's CRDs; without them the operator warns and uses builtin)",
+    )
     run.set_defaults(handler=cmd_run)
 
     crd = sub.add_parser("crd", help="print the CustomResourceDefinition")

@@ -21,7 +21,7 @@ import kopf
 
 from bgjob import metrics
 from bgjob.api.models import GROUP, PLURAL, VERSION
-from bgjob.kube import CHILD_KINDS, RESOURCES, ApiError, Kube
+from bgjob.kube import CHILD_KINDS, KEDA_KINDS, RESOURCES, ApiError, Kube
 from bgjob.leader import LeaderElector
 from bgjob.reconcile import Reconciler, TransientError
 from bgjob.scaling.scaler import Scaler
@@ -34,6 +34,26 @@ log = logging.getLogger("bgjob.operator")
 MANAGED_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGER}"
 
 
+def scaling_engine(kube: Kube, wanted: str) -> tuple[str, bool]:
+    """The engine to use and whether KEDA's CRDs are installed.
+
+    KEDA only when asked for and its ScaledObject resource is served; otherwise the
+    built-in scaler, with a warning when KEDA was asked for.
+    """
+    try:
+        installed = kube.served("ScaledObject")
+    except ApiError as error:
+        log.warning("could not check for KEDA's CRDs error=%s", error)
+        installed = False
+    if wanted == "keda" and not installed:
+        log.warning(
+            "scaling engine keda unavailable: keda.sh/v1alpha1 scaledobjects is not served "
+            "(KEDA's CRDs are not installed); using builtin"
+        )
+        return "builtin", installed
+    return wanted, installed
+
+
 @dataclass
 class Runtime:
     """The operator's moving parts, shared by the handlers."""
@@ -41,6 +61,10 @@ class Runtime:
     kube: Kube
     workers: int = 4
     namespaces: tuple[str, ...] = ()
+    # "builtin" or "keda" (resolved by ``scaling_engine``); with KEDA's CRDs installed,
+    # their objects are loaded at start-up in either mode so stale ones get pruned.
+    scaling_engine: str = "builtin"
+    keda_installed: bool = False
     store: Store = field(default_factory=Store)
     reconciler: Reconciler = field(init=False)
     queue: WorkQueue[Key] = field(init=False)
@@ -55,17 +79,21 @@ class Runtime:
     def __post_init__(self) -> None:
         self.queue = WorkQueue[Key]()
         self.scaler = Scaler(self.kube, self.queue.add)
-        self.reconciler = Reconciler(self.kube, self.store, scaler=self.scaler)
+        self.reconciler = Reconciler(
+            self.kube, self.store, scaler=self.scaler, scaling_engine=self.scaling_engine
+        )
         self.executor = ThreadPoolExecutor(self.workers, thread_name_prefix="reconcile")
         metrics.watch_store(self.store)
 
     async def start(self) -> None:
         """Load the children into the cache, then start the workers."""
         loop = asyncio.get_running_loop()
-        for kind in CHILD_KINDS:
+        for kind in self.child_kinds:
             api_version = RESOURCES[kind][0]
             items = await loop.run_in_executor(self.executor, self._list_children, kind)
             self.store.load_children(items, kind, api_version)
+        if self.keda_installed and self.scaling_engine != "keda":
+            await loop.run_in_executor(self.executor, self._load_stale_keda_children)
         if self.elector is None:
             metrics.LEADER.set(1)
             self.leading.set()
@@ -77,6 +105,22 @@ class Runtime:
             work = self.queue.run_worker(self._handle)
             self.tasks.append(asyncio.create_task(self._when_leading(work)))
         log.info("started workers=%d children=%d", self.workers, self.store.sizes()[1])
+
+    @property
+    def child_kinds(self) -> tuple[str, ...]:
+        """The child kinds watched: KEDA's too in KEDA mode (only then are they served)."""
+        return CHILD_KINDS + (KEDA_KINDS if self.scaling_engine == "keda" else ())
+
+    def _load_stale_keda_children(self) -> None:
+        """Builtin mode on a cluster with KEDA: find ScaledObjects and TriggerAuthentications
+        left by KEDA mode, so reconcile prunes them (they are not watched in this mode)."""
+        for kind in KEDA_KINDS:
+            try:
+                items = self._list_children(kind)
+            except ApiError as error:
+                log.warning("not listed kind=%s error=%s", kind, error)
+                continue
+            self.store.load_children(items, kind, RESOURCES[kind][0])
 
     async def _when_leading(self, work: Coroutine[Any, Any, None]) -> None:
         """Run ``work`` once this process leads; a standby only keeps its cache warm."""
@@ -132,7 +176,7 @@ class Runtime:
             self.queue.add_after(key, wake)
 
 
-def configure(settings: kopf.OperatorSettings) -> None:
+def configure(settings: kopf.OperatorSettings, child_kinds: tuple[str, ...]) -> None:
     """Every kopf setting the operator relies on, in one place."""
     # Silent watch stalls are kopf's best-known production failure: bound every stream.
     settings.watching.server_timeout = 300
@@ -141,7 +185,7 @@ def configure(settings: kopf.OperatorSettings) -> None:
     settings.watching.reconnect_backoff = 1.0
     settings.networking.request_timeout = 60
     # Only our children, filtered by the API server rather than in Python.
-    for kind in CHILD_KINDS:
+    for kind in child_kinds:
         api_version, plural = RESOURCES[kind]
         group = api_version.split("/")[0]
         settings.watching.label_selectors[group, plural] = MANAGED_SELECTOR
@@ -157,7 +201,7 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
 
     @kopf.on.startup(registry=registry)
     async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
-        configure(settings)
+        configure(settings, runtime.child_kinds)
         await runtime.start()
 
     @kopf.on.login(registry=registry)
@@ -189,7 +233,7 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
             runtime.store.put_bgjob(raw)
             runtime.queue.add(key)
 
-    for kind in CHILD_KINDS:
+    for kind in runtime.child_kinds:
         _register_child(registry, runtime, kind)
     return registry
 

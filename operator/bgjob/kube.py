@@ -29,8 +29,12 @@ RESOURCES: dict[str, tuple[str, str]] = {
     "Secret": ("v1", "secrets"),
     "Event": ("v1", "events"),
     "Lease": ("coordination.k8s.io/v1", "leases"),
+    "ScaledObject": ("keda.sh/v1alpha1", "scaledobjects"),
+    "TriggerAuthentication": ("keda.sh/v1alpha1", "triggerauthentications"),
 }
 CHILD_KINDS = ("Deployment", "StatefulSet", "CronJob", "Job")
+# Children in KEDA mode; their resources exist only where KEDA's CRDs are installed.
+KEDA_KINDS = ("ScaledObject", "TriggerAuthentication")
 REQUEST_TIMEOUT = (5, 30)  # connect, read seconds: never hang a worker thread
 
 
@@ -98,7 +102,12 @@ class Kube:
         )
         response = self.api.call_api(m, full_url, hdrs, payload, _request_timeout=REQUEST_TIMEOUT)
         data = response.read()
-        decoded: dict[str, Any] = json.loads(data) if data else {}
+        try:
+            decoded: dict[str, Any] = json.loads(data) if data else {}
+        except ValueError:
+            if response.status < 400:
+                raise
+            decoded = {}  # A plain-text error, e.g. "404 page not found" from discovery.
         if response.status >= 400:
             raise ApiError(
                 response.status,
@@ -107,13 +116,19 @@ class Kube:
             )
         return decoded
 
-    def apply(self, manifest: dict[str, Any]) -> dict[str, Any]:
-        """Server-side apply under the operator's field manager, taking over our fields."""
+    def apply(self, manifest: dict[str, Any], manager: str = MANAGER) -> dict[str, Any]:
+        """Server-side apply under the operator's field manager, taking over our fields.
+
+        Another ``manager`` applies without force: a conflict is an error, not a takeover.
+        """
         meta = manifest["metadata"]
+        query = {"fieldManager": manager}
+        if manager == MANAGER:
+            query["force"] = "true"
         return self.request(
             "PATCH",
             path(manifest["kind"], meta["namespace"], meta["name"]),
-            query={"fieldManager": MANAGER, "force": "true"},
+            query=query,
             body=manifest,
             content_type="application/apply-patch+yaml",
         )
@@ -139,6 +154,18 @@ class Kube:
         except ApiError as error:
             if error.status != 404:
                 raise
+
+    def served(self, kind: str) -> bool:
+        """Whether the API server serves this kind's resource (its CRD is installed)."""
+        api_version, plural = RESOURCES[kind]
+        base = f"/apis/{api_version}" if "/" in api_version else f"/api/{api_version}"
+        try:
+            listing = self.request("GET", base)
+        except ApiError as error:
+            if error.status == 404:
+                return False
+            raise
+        return any(r.get("name") == plural for r in listing.get("resources") or [])
 
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         """Read one object, or None when it does not exist."""

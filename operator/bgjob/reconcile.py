@@ -25,7 +25,7 @@ from bgjob.api.models import (
     InvalidSpec,
     parse,
 )
-from bgjob.kube import ApiError, Kube
+from bgjob.kube import CHILD_KINDS, KEDA_KINDS, ApiError, Kube
 from bgjob.scaling.scaler import Scaler, View
 from bgjob.status import (
     Observed,
@@ -38,12 +38,21 @@ from bgjob.status import (
     status_from,
 )
 from bgjob.store import Body, ChildKey, Key, Store
-from bgjob.workloads.pod import RUN_KIND_LABEL, RUN_NOW_ANNOTATION, SPEC_HASH_ANNOTATION
+from bgjob.workloads import keda
+from bgjob.workloads.pod import (
+    MANAGER,
+    RUN_KIND_LABEL,
+    RUN_NOW_ANNOTATION,
+    SPEC_HASH_ANNOTATION,
+)
 from bgjob.workloads.runs import manual_run_name, once_due_time, run_job
 
 log = logging.getLogger("bgjob.reconcile")
 
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "CronJob")
+SCALING_ENGINES = ("builtin", "keda")
+# Holds spec.replicas for a moment when the worker passes from our replicas to KEDA's.
+HANDOVER_MANAGER = f"{MANAGER}-handover"
 
 
 class TransientError(Exception):
@@ -156,6 +165,8 @@ class Pass:
     children: dict[ChildKey, Body]
     # The long-lived workload (Deployment, StatefulSet, CronJob); None for once.
     desired: Body | None = None
+    # KEDA mode: the ScaledObject (and TriggerAuthentication) of a queue worker.
+    autoscaling: list[Body] = field(default_factory=list)
     queue: View | None = None
     problem: Problem | None = None
     wake_after: float | None = None
@@ -175,11 +186,21 @@ class Reconciler:
         store: Store,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         scaler: Scaler | None = None,
+        scaling_engine: str = "builtin",
     ) -> None:
+        if scaling_engine not in SCALING_ENGINES:
+            raise ValueError(f"scaling engine {scaling_engine!r}: want one of {SCALING_ENGINES}")
         self.kube = kube
         self.store = store
         self.clock = clock
         self.scaler = scaler
+        self.scaling_engine = scaling_engine
+        # Kinds whose watch keeps the cache current; others are dropped from it on delete.
+        self.watched = set(CHILD_KINDS) | (set(KEDA_KINDS) if scaling_engine == "keda" else set())
+
+    def keda_scales(self, bgj: BackgroundJob) -> bool:
+        """Whether KEDA, not the built-in scaler, sets this BackgroundJob's replicas."""
+        return self.scaling_engine == "keda" and bgj.spec.trigger.queue is not None
 
     # --- entry point ------------------------------------------------------------------
 
@@ -208,8 +229,15 @@ class Reconciler:
         if bgj.spec.trigger.queue is not None and queue_replicas is None:
             queue_replicas = self._running_replicas(work)
         work.desired = workloads.workload(bgj, queue_replicas)
+        if self.keda_scales(bgj) and work.desired is not None and work.problem is None:
+            work.desired = keda.without_replicas(work.desired)
+            try:
+                work.autoscaling = keda.keda_children(bgj, work.desired)
+            except keda.KedaUnsupported as error:
+                work.problem = Problem("KEDAUnsupported", str(error))
         if work.problem is None:
             self._workload(work)
+            self._autoscaling(work)
             self._prune(work)
             self._runs(work)
         if work.problem is None and work.queue is not None:
@@ -236,7 +264,12 @@ class Reconciler:
             return None
         bgj = work.bgj
         key = (bgj.metadata.namespace, bgj.metadata.name)
-        if bgj.spec.trigger.queue is None or bgj.spec.suspend or work.problem is not None:
+        if (
+            bgj.spec.trigger.queue is None
+            or bgj.spec.suspend
+            or work.problem is not None
+            or self.keda_scales(bgj)
+        ):
             self.scaler.untrack(key)
             return None
         self.scaler.track(bgj, self._running_replicas(work))
@@ -250,36 +283,22 @@ class Reconciler:
             return
         kind, name = desired["kind"], desired["metadata"]["name"]
         current = work.children.get((kind, name))
-        if current is not None and not _controlled_by(current, bgj.metadata.uid):
-            work.problem = Problem(
-                "NameConflict",
-                f"a {kind} named {name} already exists and is not owned by this BackgroundJob",
-            )
-            return
         if current is not None and current["metadata"].get("deletionTimestamp"):
             raise TransientError(f"{kind} {name} is still being deleted")
         if bgj.spec.singleton and self._other_workloads_alive(work, kind):
             # Never two instances: the old workload's pods go first (foreground deletion).
             work.wake_after = 2.0
             return
-        if not needs_apply(current, desired):
-            return
-        try:
-            applied = self.kube.apply(desired)
-        except ApiError as error:
-            if not error.permanent:
-                raise
-            work.problem = Problem("ApplyFailed", f"{kind} {name} was rejected: {error.message}")
-            return
-        self.store.put_child(applied, kind, desired["apiVersion"])
-        work.children[(kind, name)] = applied
-        if current is None:
-            work.event("Normal", "Created", f"created {kind} {name}")
-            log.info("created kind=%s name=%s namespace=%s", kind, name, bgj.metadata.namespace)
-        elif bgj.spec.trigger.queue is not None and (
-            current["spec"].get("replicas") != desired["spec"]["replicas"]
+        if (
+            current is not None
+            and "replicas" not in desired["spec"]
+            and needs_apply(current, desired)
         ):
-            before, after = current["spec"].get("replicas"), desired["spec"]["replicas"]
+            self._hand_over_replicas(current)
+        if self._apply_child(work, desired) is None or current is None:
+            return
+        before, after = current["spec"].get("replicas"), desired["spec"].get("replicas")
+        if bgj.spec.trigger.queue is not None and after is not None and before != after:
             backlog = work.queue.backlog if work.queue else None
             work.event("Normal", "Scaled", f"scaled {name} {before}→{after}, backlog {backlog}")
             log.info(
@@ -290,8 +309,68 @@ class Reconciler:
                 after,
                 backlog,
             )
-        else:
-            log.info("applied kind=%s name=%s namespace=%s", kind, name, bgj.metadata.namespace)
+
+    def _apply_child(self, work: Pass, desired: Body) -> Body | None:
+        """Server-side apply one child if it differs from the cluster; the applied body.
+
+        A child of that name we do not own, or one the API server rejects, is a
+        Problem; a transient API error propagates for a retry with backoff.
+        """
+        bgj = work.bgj
+        kind, name = desired["kind"], desired["metadata"]["name"]
+        current = work.children.get((kind, name))
+        if current is not None and not _controlled_by(current, bgj.metadata.uid):
+            work.problem = Problem(
+                "NameConflict",
+                f"a {kind} named {name} already exists and is not owned by this BackgroundJob",
+            )
+            return None
+        if not needs_apply(current, desired):
+            return None
+        try:
+            applied = self.kube.apply(desired)
+        except ApiError as error:
+            if not error.permanent:
+                raise
+            work.problem = Problem("ApplyFailed", f"{kind} {name} was rejected: {error.message}")
+            return None
+        self.store.put_child(applied, kind, desired["apiVersion"])
+        work.children[(kind, name)] = applied
+        verb = "created" if current is None else "applied"
+        if current is None:
+            work.event("Normal", "Created", f"created {kind} {name}")
+        log.info("%s kind=%s name=%s namespace=%s", verb, kind, name, bgj.metadata.namespace)
+        return applied
+
+    def _hand_over_replicas(self, current: Body) -> None:
+        """Before applying the worker without replicas, let another field manager own
+        the current count, so dropping ours keeps it instead of resetting it to 1
+        (Kubernetes' documented hand-over to an HPA)."""
+        replicas = current["spec"].get("replicas")
+        if replicas is None:
+            return
+        meta = current["metadata"]
+        self.kube.apply(
+            {
+                "apiVersion": current["apiVersion"],
+                "kind": current["kind"],
+                "metadata": {"name": meta["name"], "namespace": meta["namespace"]},
+                "spec": {"replicas": replicas},
+            },
+            manager=HANDOVER_MANAGER,
+        )
+
+    def _autoscaling(self, work: Pass) -> None:
+        """Apply the KEDA objects (KEDA mode) once the workload they scale exists."""
+        workload = work.desired
+        if work.problem is not None or workload is None:
+            return
+        if (workload["kind"], workload["metadata"]["name"]) not in work.children:
+            return  # A singleton waiting for its old workload to go: next time.
+        for desired in work.autoscaling:
+            self._apply_child(work, desired)
+            if work.problem is not None:
+                return
 
     def _other_workloads_alive(self, work: Pass, kind: str) -> bool:
         alive = False
@@ -306,6 +385,7 @@ class Reconciler:
         """Delete children this BackgroundJob owns but no longer wants (trigger changed)."""
         bgj, desired = work.bgj, work.desired
         wanted = {(desired["kind"], desired["metadata"]["name"])} if desired else set()
+        wanted |= {(child["kind"], child["metadata"]["name"]) for child in work.autoscaling}
         keeps_runs = bgj.spec.trigger.kind in ("schedule", "once")
         for (kind, name), child in list(work.children.items()):
             if (kind, name) in wanted or not _controlled_by(child, bgj.metadata.uid):
@@ -322,6 +402,9 @@ class Reconciler:
             return
         self.kube.delete(kind, work.bgj.metadata.namespace, name, propagation)
         work.children.pop((kind, name), None)
+        if child is not None and kind not in self.watched:
+            # No watch will report the deletion (a KEDA object after a switch to builtin).
+            self.store.drop_child(child, kind)
         work.event("Normal", "Deleted", f"deleted {kind} {name}")
         log.info("deleted kind=%s name=%s namespace=%s", kind, name, work.bgj.metadata.namespace)
 
@@ -452,6 +535,11 @@ class Reconciler:
                 workload = current
         observed = Observed(workload=workload, runs=tuple(self._job_runs(work)))
         replicas = desired["spec"].get("replicas") if desired else None
+        queue_length = work.queue.backlog if work.queue else bgj.status.queue_length
+        if self.keda_scales(bgj):
+            # KEDA decides: desired is whatever it set on the worker; the backlog is its own.
+            replicas = (workload or {}).get("spec", {}).get("replicas")
+            queue_length = None
         due = self.once_due(bgj) if bgj.spec.trigger.kind == "once" else None
         status = status_from(
             bgj,
@@ -460,7 +548,7 @@ class Reconciler:
             desired_replicas=replicas,
             due=due,
             problem=work.problem,
-            queue_length=work.queue.backlog if work.queue else bgj.status.queue_length,
+            queue_length=queue_length,
         ).model_copy(update={"run_now_handled": work.run_now_handled})
         self._events_from_transition(work, bgj.status, status)
         self._apply_status(work.body, bgj.status, status)

@@ -27,6 +27,7 @@ from tests.e2e.support import (
     bin_dir,
     chart_rbac,
     eventually,
+    restricted_namespace,
     serviceaccount_kubeconfig,
 )
 
@@ -83,20 +84,7 @@ def operator(kubectl: Kubectl) -> Iterator[Operator]:
 def ns(kubectl: Kubectl, operator: Operator, request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh namespace that enforces Pod Security "restricted"."""
     name = f"e2e-{secrets.token_hex(3)}"
-    kubectl.apply(
-        {
-            "apiVersion": "v1",
-            "kind": "Namespace",
-            "metadata": {
-                "name": name,
-                "labels": {
-                    "pod-security.kubernetes.io/enforce": "restricted",
-                    "pod-security.kubernetes.io/enforce-version": "latest",
-                },
-            },
-        },
-        "default",
-    )
+    kubectl.apply(restricted_namespace(name), "default")
     eventually(lambda: kubectl.get("serviceaccount", "default", name), timeout=30)
     yield name
     failed = getattr(request.node, "rep_call", None)

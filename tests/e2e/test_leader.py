@@ -75,7 +75,9 @@ def test_one_replica_acts_and_a_standby_takes_over(
         eventually(lambda: _leading(first), timeout=20, interval=0.2)
         handover = time.monotonic() - stopped
         print(f"failover after SIGTERM of the leader: {handover:.1f} s")
-        assert handover <= 2 + 3  # one retry period + slack
+        # The released Lease is taken at the standby's next retry, without waiting out
+        # the 15 s lease; the figure includes the old leader's own shutdown.
+        assert handover < 15
     finally:
         first.stop()
         second.stop()

@@ -50,6 +50,12 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 - apiGroups: ["batch"]
   resources: ["cronjobs", "jobs"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# KEDA mode (--scaling-engine=keda): a ScaledObject per queue worker, and a
+# TriggerAuthentication that points KEDA at the user's Secret. Also needed in
+# builtin mode where KEDA's CRDs exist, to prune objects left by KEDA mode.
+- apiGroups: ["keda.sh"]
+  resources: ["scaledobjects", "triggerauthentications"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create", "patch"]

@@ -236,8 +236,20 @@ class UrlFrom(ApiModel):
     secret_key_ref: SecretKeyRef = Field(description="The Secret key holding the URL.")
 
 
-def _url_rules() -> tuple[Rule, ...]:
-    return (
+class Broker(ApiModel):
+    """Where a broker is: a URL without credentials, or a Secret key holding the URL."""
+
+    url: str | None = Field(
+        default=None,
+        max_length=2048,
+        description="The broker's URL without a password, e.g. redis://host:6379/0 or "
+        "amqp://host:5672/vhost.",
+    )
+    url_from: UrlFrom | None = Field(
+        default=None, description="Read the URL (with credentials) from a Secret."
+    )
+
+    rules = (
         Rule(
             cel=exactly_one_cel("url", "urlFrom"),
             message="set exactly one of url and urlFrom",
@@ -253,36 +265,16 @@ def _url_rules() -> tuple[Rule, ...]:
     )
 
 
-class RedisQueue(ApiModel):
+class RedisQueue(Broker):
     """A Redis list; the backlog is its length (LLEN)."""
 
-    url: str | None = Field(
-        default=None,
-        max_length=2048,
-        description="redis://host:port/db without a password.",
-    )
-    url_from: UrlFrom | None = Field(
-        default=None, description="Read the URL (with credentials) from a Secret."
-    )
     list: str = Field(description="Name of the Redis list.", min_length=1, max_length=1024)
 
-    rules = _url_rules()
 
-
-class RabbitMQQueue(ApiModel):
+class RabbitMQQueue(Broker):
     """A RabbitMQ queue; the backlog is its ready messages."""
 
-    url: str | None = Field(
-        default=None,
-        max_length=2048,
-        description="amqp://host:port/vhost without a password.",
-    )
-    url_from: UrlFrom | None = Field(
-        default=None, description="Read the URL (with credentials) from a Secret."
-    )
     queue: str = Field(description="Name of the queue.", min_length=1, max_length=255)
-
-    rules = _url_rules()
 
 
 class QueueTrigger(ApiModel):

@@ -32,6 +32,7 @@ from bgjob.store import Key
 log = logging.getLogger("bgjob.scaler")
 
 SECRET_TTL_SECONDS = 30.0
+MISSING_SECRET_TTL_SECONDS = 5.0
 # Backlog changes reach status at most this often unless replicas change too.
 STATUS_EVERY_SECONDS = 5.0
 TICK_SECONDS = 0.5
@@ -250,8 +251,11 @@ class Scaler:
     def _secret(self, namespace: str, name: str) -> dict[str, str] | None:
         now = self.clock()
         cached = self._secrets.get((namespace, name))
-        if cached is not None and now - cached[0] < SECRET_TTL_SECONDS:
-            return cached[1]
+        if cached is not None:
+            # A missing Secret is looked for again soon: the user is about to create it.
+            ttl = SECRET_TTL_SECONDS if cached[1] is not None else MISSING_SECRET_TTL_SECONDS
+            if now - cached[0] < ttl:
+                return cached[1]
         body = self.kube.get("Secret", namespace, name)
         data = None
         if body is not None:
