@@ -233,6 +233,11 @@ def metric(text: str, name: str, /, **labels: str) -> float | None:
     return None
 
 
+def secret(name: str, **data: str) -> dict[str, Any]:
+    """A Secret with these string values."""
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "stringData": data}
+
+
 def restricted_namespace(name: str) -> dict[str, Any]:
     """A Namespace that enforces Pod Security "restricted"."""
     return {

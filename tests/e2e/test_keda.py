@@ -8,7 +8,6 @@ that mode, and switching engines leaves nothing stale behind.
 
 from __future__ import annotations
 
-import base64
 import json
 import subprocess
 import time
@@ -20,7 +19,7 @@ import pytest
 import redis
 
 from tests.e2e.brokers import RabbitMQServer, RedisServer
-from tests.e2e.support import REPO, Kubectl, Operator, bgjob, condition, eventually
+from tests.e2e.support import REPO, Kubectl, Operator, bgjob, condition, eventually, secret
 
 KEDA_CRDS = ("scaledobjects.keda.sh", "triggerauthentications.keda.sh")
 MANAGER = "bgjob-operator"
@@ -176,15 +175,7 @@ def test_switching_engines_hands_the_replicas_to_keda_and_back_leaving_nothing_s
     connection = pika.BlockingConnection(pika.URLParameters(rabbitmq_server.url))
     connection.channel().queue_declare(queue=f"{ns}-mail")
     connection.close()
-    k.apply(
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": "rabbit"},
-            "data": {"url": base64.b64encode(rabbitmq_server.url.encode()).decode()},
-        },
-        ns,
-    )
+    k.apply(secret("rabbit", url=rabbitmq_server.url), ns)
     k.apply(
         _queue_worker(
             "mailer",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import time
 from typing import Any
@@ -11,7 +10,7 @@ import pika
 import redis
 
 from tests.e2e.brokers import RabbitMQServer, RedisServer
-from tests.e2e.support import Kubectl, bgjob, condition, events, eventually
+from tests.e2e.support import Kubectl, bgjob, condition, events, eventually, secret
 
 
 def _replicas(k: Kubectl, ns: str, name: str, kind: str = "deployment") -> int:
@@ -109,15 +108,7 @@ def test_rabbitmq_with_credentials_from_a_secret(
     connection = pika.BlockingConnection(pika.URLParameters(rabbitmq_server.url))
     channel = connection.channel()
     channel.queue_declare(queue=queue)
-    kubectl.apply(
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": "rabbit"},
-            "data": {"url": base64.b64encode(rabbitmq_server.url.encode()).decode()},
-        },
-        ns,
-    )
+    kubectl.apply(secret("rabbit", url=rabbitmq_server.url), ns)
     kubectl.apply(
         bgjob(
             "mailer",
@@ -198,15 +189,7 @@ def test_a_missing_secret_is_degraded_until_it_appears(
     bgj = kubectl.get("bgj", "secretive", ns)
     assert condition(bgj, "Degraded")["reason"] == "SecretNotFound"  # type: ignore[index]
     assert condition(bgj, "Stalled")["status"] == "True"  # type: ignore[index]
-    kubectl.apply(
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": "later"},
-            "stringData": {"url": redis_server.url},
-        },
-        ns,
-    )
+    kubectl.apply(secret("later", url=redis_server.url), ns)
     kubectl.wait("bgj/secretive", "condition=Ready", ns, timeout=60)
 
 
