@@ -99,6 +99,7 @@ class Runtime:
             self.leading.set()
         else:
             self.tasks.append(asyncio.create_task(self.elector.run(self.leading, self.lost)))
+            self.tasks.append(asyncio.create_task(self._stop_acting_when_lost()))
         self.tasks.append(asyncio.create_task(self.queue.run_delayed()))
         self.tasks.append(asyncio.create_task(self._when_leading(self.scaler.run())))
         for _ in range(self.workers):
@@ -121,6 +122,13 @@ class Runtime:
                 log.warning("not listed kind=%s error=%s", kind, error)
                 continue
             self.store.load_children(items, kind, RESOURCES[kind][0])
+
+    async def _stop_acting_when_lost(self) -> None:
+        """Without the Lease, stop reconciling and scaling at once, before kopf stops."""
+        await self.lost.wait()
+        for task in self.tasks:
+            if task is not asyncio.current_task():
+                task.cancel()
 
     async def _when_leading(self, work: Coroutine[Any, Any, None]) -> None:
         """Run ``work`` once this process leads; a standby only keeps its cache warm."""
@@ -146,7 +154,10 @@ class Runtime:
         await asyncio.gather(*self.tasks, return_exceptions=True)
         self.tasks.clear()
         self.scaler.close()
-        self.executor.shutdown(wait=False, cancel_futures=True)
+        # Reconciles in flight finish before the Lease goes to another replica.
+        await asyncio.get_running_loop().run_in_executor(
+            None, lambda: self.executor.shutdown(wait=True, cancel_futures=True)
+        )
         if self.elector is not None and self.leading.is_set() and not self.lost.is_set():
             await asyncio.get_running_loop().run_in_executor(None, self.elector.release)
 
@@ -228,10 +239,10 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
         raw = dict(body)
         key = key_of(raw)
         if type == "DELETED":
-            runtime.store.drop_bgjob(key)
+            runtime.store.drop_bgjob(key)  # reconcile then finds nothing and untracks it
         else:
             runtime.store.put_bgjob(raw)
-            runtime.queue.add(key)
+        runtime.queue.add(key)
 
     for kind in runtime.child_kinds:
         _register_child(registry, runtime, kind)

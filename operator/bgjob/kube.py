@@ -14,7 +14,9 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
+import urllib3
 from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
 
 from bgjob.api.models import API_VERSION, KIND, PLURAL
 from bgjob.workloads.pod import MANAGER
@@ -88,6 +90,7 @@ class Kube:
         query: dict[str, Any] | None = None,
         body: Any = None,
         content_type: str = "application/json",
+        timeout: tuple[float, float] = REQUEST_TIMEOUT,
     ) -> dict[str, Any]:
         """Send one request; return the decoded body or raise ApiError."""
         if query:
@@ -100,8 +103,12 @@ class Kube:
             body=body,
             auth_settings=["BearerToken"],
         )
-        response = self.api.call_api(m, full_url, hdrs, payload, _request_timeout=REQUEST_TIMEOUT)
-        data = response.read()
+        try:
+            response = self.api.call_api(m, full_url, hdrs, payload, _request_timeout=timeout)
+            data = response.read()
+        except (urllib3.exceptions.HTTPError, OSError, ApiException) as error:
+            # No answer (timeout, reset, refused): transient, like a 5xx.
+            raise ApiError(0, type(error).__name__, str(error)[:500]) from None
         try:
             decoded: dict[str, Any] = json.loads(data) if data else {}
         except ValueError:

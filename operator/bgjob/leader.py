@@ -25,6 +25,9 @@ from bgjob.kube import ApiError, Kube, path
 
 log = logging.getLogger("bgjob.leader")
 
+# Lease calls must come back well within the renew deadline.
+LEASE_TIMEOUT = (2.0, 4.0)
+
 
 def micro_time(moment: datetime | None = None) -> str:
     """A metav1.MicroTime."""
@@ -69,7 +72,7 @@ class LeaderElector:
     def try_acquire_or_renew(self) -> bool:
         """One attempt: True when this process holds the Lease afterwards."""
         try:
-            lease = self.kube.request("GET", self._url())
+            lease = self.kube.request("GET", self._url(), timeout=LEASE_TIMEOUT)
         except ApiError as error:
             if error.status != 404:
                 raise
@@ -89,7 +92,7 @@ class LeaderElector:
             new_spec = self._spec(transitions + 1)
         lease["spec"] = new_spec
         try:
-            self.kube.request("PUT", self._url(), body=lease)
+            self.kube.request("PUT", self._url(), body=lease, timeout=LEASE_TIMEOUT)
         except ApiError as error:
             if error.status == 409:  # Someone else wrote it first.
                 return False
@@ -132,10 +135,16 @@ class LeaderElector:
         log.info("waiting for lease=%s/%s identity=%s", self.namespace, self.name, self.identity)
         last_renewal = self.clock()
         while True:
+            # A leader must notice within the renew deadline that it could not renew,
+            # however long one request hangs: before the Lease (15 s) can pass on.
+            budget = self.renew_deadline - (self.clock() - last_renewal)
             try:
-                held = await loop.run_in_executor(None, self.try_acquire_or_renew)
-            except Exception as error:  # Any failure is a failed renewal.
-                log.warning("lease attempt failed error=%s", error)
+                held = await asyncio.wait_for(
+                    loop.run_in_executor(None, self.try_acquire_or_renew),
+                    timeout=max(budget, 0.1) if leading.is_set() else None,
+                )
+            except Exception as error:  # Any failure, a timeout too, is a failed renewal.
+                log.warning("lease attempt failed error=%s", error or type(error).__name__)
                 held = False
             now = self.clock()
             if held:

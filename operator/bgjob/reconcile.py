@@ -81,6 +81,8 @@ def covers(observed: Any, desired: Any) -> bool:
         )
     if observed == desired:
         return True
+    if desired == "" and observed is None:
+        return True  # The API server drops empty strings (an env var with value "").
     return _same_quantity(observed, desired)
 
 
@@ -319,11 +321,11 @@ class Reconciler:
         bgj = work.bgj
         kind, name = desired["kind"], desired["metadata"]["name"]
         current = work.children.get((kind, name))
+        if current is None:
+            # The cache holds only labelled children: never take over someone else's object.
+            current = self.kube.get(kind, bgj.metadata.namespace, name)
         if current is not None and not _controlled_by(current, bgj.metadata.uid):
-            work.problem = Problem(
-                "NameConflict",
-                f"a {kind} named {name} already exists and is not owned by this BackgroundJob",
-            )
+            self._conflict(work, current)
             return None
         if not needs_apply(current, desired):
             return None
@@ -358,6 +360,18 @@ class Reconciler:
                 "spec": {"replicas": replicas},
             },
             manager=HANDOVER_MANAGER,
+        )
+
+    def _conflict(self, work: Pass, other: Body) -> None:
+        """A child's name is taken by an object this BackgroundJob does not control."""
+        kind, name = other.get("kind") or "object", other["metadata"]["name"]
+        for ref in other["metadata"].get("ownerReferences") or []:
+            if ref.get("kind") == "BackgroundJob" and ref.get("name") == work.bgj.metadata.name:
+                # Left by a deleted BackgroundJob of the same name: garbage collection is on it.
+                raise TransientError(f"{kind} {name} still belongs to a previous {name}")
+        work.problem = Problem(
+            "NameConflict",
+            f"a {kind} named {name} already exists and is not owned by this BackgroundJob",
         )
 
     def _autoscaling(self, work: Pass) -> None:
@@ -463,7 +477,10 @@ class Reconciler:
             created = self.kube.create(job)
         except ApiError as error:
             if error.status == 409:
-                return  # Started already (our cache was behind).
+                existing = self.kube.get("Job", work.bgj.metadata.namespace, name)
+                if existing is not None and not _controlled_by(existing, work.bgj.metadata.uid):
+                    self._conflict(work, existing)
+                return  # Otherwise started already (our cache was behind).
             if not error.permanent:
                 raise
             work.problem = Problem("RunRejected", f"Job {name} was rejected: {error.message}")
@@ -487,6 +504,8 @@ class Reconciler:
                 f"{RUN_NOW_ANNOTATION} applies to schedule and once triggers, not {kind}",
             )
             return
+        if ("Job", manual_run_name(bgj, request)) in work.children:
+            return  # This request's run exists: our status write is still on its way.
         active = [job for job in self._job_runs(work) if _run_active(job)]
         if kind == "schedule":
             policy = bgj.spec.effective_overlap
@@ -578,7 +597,9 @@ class Reconciler:
             return
         meta = body["metadata"]
         try:
-            self.kube.apply_status(meta["namespace"], meta["name"], after.wire())
+            written = self.kube.apply_status(meta["namespace"], meta["name"], after.wire())
+            # So the next reconcile does not act on our own stale status.
+            self.store.refresh_bgjob(written, meta.get("resourceVersion"))
         except ApiError as error:
             if error.status != 404:  # Deleted meanwhile: nothing left to report on.
                 raise

@@ -75,6 +75,14 @@ class Store:
             self._bgjobs[key] = trim(body)
         return key
 
+    def refresh_bgjob(self, body: Body, seen_version: str | None) -> None:
+        """Store our own write's result, unless a newer event arrived since ``seen_version``."""
+        key = key_of(body)
+        with self._lock:
+            cached = self._bgjobs.get(key)
+            if cached is not None and cached["metadata"].get("resourceVersion") == seen_version:
+                self._bgjobs[key] = trim(body)
+
     def drop_bgjob(self, key: Key) -> None:
         """Forget a deleted BackgroundJob."""
         with self._lock:

@@ -28,6 +28,7 @@ class WorkQueue(Generic[Key]):
         self._running: set[Key] = set()
         self._again: set[Key] = set()
         self._delayed: list[tuple[float, int, Key]] = []
+        self._due_at: dict[Key, float] = {}  # each key's earliest pending wake-up
         self._tie = itertools.count()
         self._wake = asyncio.Event()
         self._failures: dict[Key, int] = {}
@@ -47,7 +48,12 @@ class WorkQueue(Generic[Key]):
         if delay <= 0:
             self.add(key)
             return
-        heapq.heappush(self._delayed, (time.monotonic() + delay, next(self._tie), key))
+        when = time.monotonic() + delay
+        pending = self._due_at.get(key)
+        if pending is not None and pending <= when:
+            return  # An earlier wake-up is already set; that reconcile sets the next one.
+        self._due_at[key] = when
+        heapq.heappush(self._delayed, (when, next(self._tie), key))
         self._wake.set()
 
     def retry(self, key: Key) -> float:
@@ -71,7 +77,10 @@ class WorkQueue(Generic[Key]):
         while True:
             now = time.monotonic()
             while self._delayed and self._delayed[0][0] <= now:
-                _, _, key = heapq.heappop(self._delayed)
+                when, _, key = heapq.heappop(self._delayed)
+                if self._due_at.get(key) != when:
+                    continue  # Superseded by an earlier wake-up that already fired.
+                del self._due_at[key]
                 self.add(key)
             timeout = self._delayed[0][0] - now if self._delayed else None
             self._wake.clear()

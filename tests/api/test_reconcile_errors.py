@@ -111,6 +111,8 @@ def accepts_status_and_events(kmock: kmock.RawHandler) -> None:
     """The status subresource and Events take whatever the operator writes."""
     kmock[f"patch {BGJ}/status"] << (lambda request: request.data)
     kmock[f"post {EVENTS}"] << 201 << (lambda request: request.data)
+    # Before creating a child it does not have cached, the operator checks the name is free.
+    kmock[f"get {DEPLOYMENT}"] << 404 << status_error(404, "NotFound", "not found")
 
 
 def requests(handler: kmock.RawHandler, method: str, path: str) -> list[kmock.Request]:
@@ -168,6 +170,7 @@ async def test_a_conflict_creating_the_once_run_means_it_started_already(
         << 409
         << status_error(409, "AlreadyExists", f'jobs.batch "{NAME}" already exists')
     )
+    kmock[f"get {JOBS}/{NAME}"] << owned_child("Job", "batch/v1")  # ours: it started already
     store.put_bgjob(backgroundjob(trigger={"once": {}}))
 
     wake = await asyncio.to_thread(reconciler.reconcile, KEY)
@@ -208,6 +211,7 @@ async def test_a_server_error_on_apply_raises_so_the_queue_retries(
     kmock: kmock.RawHandler, store: Store, reconciler: Reconciler
 ) -> None:
     kmock[f"patch {DEPLOYMENT}"] << 500 << status_error(500, "InternalError", "etcd timeout")
+    kmock[f"get {DEPLOYMENT}"] << 404 << status_error(404, "NotFound", "not found")
     store.put_bgjob(backgroundjob(trigger={"continuous": {}}))
 
     with pytest.raises(ApiError) as error:
@@ -229,6 +233,7 @@ async def test_a_server_error_on_apply_is_retried_with_growing_backoff(
         return status_error(500, "InternalError", "etcd timeout")
 
     kmock[f"patch {DEPLOYMENT}"] << 500 << failing
+    kmock[f"get {DEPLOYMENT}"] << 404 << status_error(404, "NotFound", "not found")
     runtime = Runtime(kube=kube, workers=1, store=store)
     runtime.queue = WorkQueue(base_delay=0.2, max_delay=10.0)
     runtime.tasks += [

@@ -158,3 +158,11 @@ def test_quantities_the_server_canonicalises_need_no_apply(ours: Any, served: st
         "requests": {resource: served}
     }
     assert needs_apply(current, want) is False
+
+
+def test_an_empty_string_the_server_drops_is_not_drift() -> None:
+    from bgjob.reconcile import covers
+
+    desired = [{"name": "FLAG", "value": ""}]
+    assert covers([{"name": "FLAG"}], desired)
+    assert not covers([{"name": "FLAG", "value": "on"}], desired)

@@ -131,6 +131,8 @@ def test_a_scale_down_never_undercuts_a_recommendation_within_the_cooldown(
         ("redis://:s3cret@redis:6379/0", "redis://:***@redis:6379/0"),
         ("amqp://app:s3cret@rabbit/vhost", "amqp://app:***@rabbit/vhost"),
         ("redis://redis:6379", "redis://redis:6379"),
+        ("redis://redis:6379/0?password=s3cret", "redis://redis:6379/0?***"),
+        ("redis://redis:notaport/0", "<unparsable URL>"),
     ],
 )
 def test_urls_are_logged_without_their_password(url: str, shown: str) -> None:

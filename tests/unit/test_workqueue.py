@@ -193,3 +193,29 @@ def test_backoff_never_exceeds_the_maximum_however_often_it_fails(failures: int)
     for _ in range(failures - 1):
         queue.retry(KEY)
     assert queue.retry(KEY) == 300.0
+
+
+def test_only_the_earliest_wake_up_of_a_key_is_kept() -> None:
+    import asyncio
+
+    from bgjob.workqueue import WorkQueue
+
+    async def scenario() -> list[str]:
+        queue: WorkQueue[str] = WorkQueue()
+        seen: list[str] = []
+
+        async def handle(key: str) -> None:
+            seen.append(key)
+
+        for delay in (0.2, 0.05, 0.3, 0.1):
+            queue.add_after("a", delay)
+        tasks = [
+            asyncio.create_task(queue.run_delayed()),
+            asyncio.create_task(queue.run_worker(handle)),
+        ]
+        await asyncio.sleep(0.5)
+        for task in tasks:
+            task.cancel()
+        return seen
+
+    assert asyncio.run(scenario()) == ["a"]

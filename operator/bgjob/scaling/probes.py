@@ -36,14 +36,20 @@ class QueueRef:
 
 
 def redact(url: str) -> str:
-    """The URL without its password."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = f"{parts.username or ''}:***@{parts.hostname or ''}"
-    if parts.port:
-        netloc += f":{parts.port}"
-    return urlunsplit(parts._replace(netloc=netloc))
+    """The URL without its password, in the userinfo or in the query (?password=)."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return "<unparsable URL>"
+    if parts.query:
+        parts = parts._replace(query="***")
+    if parts.password is not None:
+        netloc = f"{parts.username or ''}:***@{parts.hostname or ''}"
+        if port:
+            netloc += f":{port}"
+        parts = parts._replace(netloc=netloc)
+    return urlunsplit(parts)
 
 
 class Probe(Protocol):

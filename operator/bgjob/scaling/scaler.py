@@ -56,7 +56,8 @@ class Target:
     source: Source
     limits: Limits
     interval: float
-    generation: int
+    # (uid, generation) of the spec it was built from: a re-created object is new.
+    version: tuple[str, int]
     history: History = field(default_factory=History)
     next_poll: float = 0.0
     replicas: int | None = None
@@ -141,10 +142,13 @@ class Scaler:
         source, limits = source_of(bgj), limits_of(bgj)
         with self._lock:
             target = self._targets.get(key)
-            if target is not None and target.generation == bgj.metadata.generation:
+            version = (bgj.metadata.uid, bgj.metadata.generation)
+            if target is not None and target.version == version:
                 return
+            if target is not None and target.version[0] != bgj.metadata.uid:
+                target = None  # Deleted and created again: start afresh.
             if target is None:
-                target = Target(key, source, limits, queue.polling_interval_seconds, 0)
+                target = Target(key, source, limits, queue.polling_interval_seconds, ("", 0))
                 if current_replicas is not None:
                     # Scale down from what runs now only after a full cooldown.
                     target.replicas = current_replicas
@@ -156,7 +160,7 @@ class Scaler:
                 target.backlog, target.problem = None, None
             target.source, target.limits = source, limits
             target.interval = float(queue.polling_interval_seconds)
-            target.generation = bgj.metadata.generation
+            target.version = version
 
     def untrack(self, key: Key) -> None:
         """Stop scaling a BackgroundJob (deleted, suspended, or no longer a queue)."""
@@ -179,7 +183,10 @@ class Scaler:
         while True:
             due = self._take_due()
             if due:
-                await self._poll(loop, due)
+                try:
+                    await self._poll(loop, due)
+                except Exception:  # One bad round must not stop scaling for everyone.
+                    log.exception("scaling round failed targets=%d", len(due))
             await asyncio.sleep(self._sleep_time())
 
     def _take_due(self) -> list[Target]:
@@ -229,6 +236,9 @@ class Scaler:
         except ProbeError as error:
             metrics.QUEUE_PROBES.labels(backend=ref.backend, result="error").inc()
             return error
+        except Exception as error:  # A URL the client cannot use, and the like.
+            metrics.QUEUE_PROBES.labels(backend=ref.backend, result="error").inc()
+            return ProbeError(f"{ref}: {type(error).__name__}")
         metrics.QUEUE_PROBES.labels(backend=ref.backend, result="ok").inc()
         return backlog
 
@@ -246,7 +256,11 @@ class Scaler:
             return Problem("SecretNotFound", f"Secret {name} (urlFrom.secretKeyRef) does not exist")
         if key not in data:
             return Problem("SecretKeyNotFound", f"Secret {name} has no key {key!r}")
-        return QueueRef(source.backend, data[key], source.name)
+        try:
+            url = base64.b64decode(data[key]).decode().strip()
+        except ValueError:
+            return Problem("SecretKeyInvalid", f"Secret {name} key {key!r} is not a UTF-8 URL")
+        return QueueRef(source.backend, url, source.name)
 
     def _secret(self, namespace: str, name: str) -> dict[str, str] | None:
         now = self.clock()
@@ -257,11 +271,8 @@ class Scaler:
             if now - cached[0] < ttl:
                 return cached[1]
         body = self.kube.get("Secret", namespace, name)
-        data = None
-        if body is not None:
-            data = {
-                k: base64.b64decode(v).decode().strip() for k, v in (body.get("data") or {}).items()
-            }
+        # Kept base64-encoded: only the referenced key is ever decoded.
+        data = None if body is None else dict(body.get("data") or {})
         self._secrets[(namespace, name)] = (now, data)
         return data
 
@@ -271,8 +282,10 @@ class Scaler:
             current = target.replicas if target.replicas is not None else target.limits.min_replicas
             replicas = desired_replicas(backlog, current, target.limits, target.history, now)
             changed = replicas != target.replicas or problem != target.problem
-            stale = backlog != target.reported_backlog and (
-                now - target.reported_at >= STATUS_EVERY_SECONDS
+            stale = (
+                backlog is not None
+                and backlog != target.reported_backlog
+                and (now - target.reported_at >= STATUS_EVERY_SECONDS)
             )
             target.replicas, target.problem = replicas, problem
             if backlog is not None:

@@ -247,7 +247,12 @@ class FakeKube:
 
     def apply_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
         self.statuses.append(status)
-        return {}
+        return {"metadata": {"name": name, "namespace": namespace}, "status": status}
+
+    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        self.calls.append(("get", kind, name))
+        found = self.objects.get((kind, name))
+        return copy.deepcopy(found) if found is not None else None
 
     def event(self, involved: dict[str, Any], kind: str, reason: str, message: str) -> None:
         self.calls.append(("event", reason, message))
