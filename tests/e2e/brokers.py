@@ -89,6 +89,7 @@ class RabbitMQServer:
 
     def __init__(self) -> None:
         self.port, self.dist_port, self.epmd_port = free_port(), free_port(), free_port()
+        self.management_port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="bgjob-rabbitmq-"))
         self.epmd: subprocess.Popen[bytes] | None = None
         self.process: subprocess.Popen[bytes] | None = None
@@ -96,6 +97,10 @@ class RabbitMQServer:
     @property
     def url(self) -> str:
         return f"amqp://guest:guest@127.0.0.1:{self.port}/%2F"
+
+    @property
+    def management_url(self) -> str:
+        return f"http://127.0.0.1:{self.management_port}"
 
     def _env(self) -> dict[str, str]:
         return {
@@ -117,8 +122,12 @@ class RabbitMQServer:
     def start(self) -> None:
         if not RABBITMQ_BIN.exists():
             raise RuntimeError("rabbitmq-server is not installed (hack/deps.sh installs it)")
-        (self.dir / "enabled_plugins").write_text("[].\n")
-        (self.dir / "rabbitmq.conf").write_text("loopback_users.guest = true\n")
+        (self.dir / "enabled_plugins").write_text("[rabbitmq_management].\n")
+        (self.dir / "rabbitmq.conf").write_text(
+            "loopback_users.guest = true\n"
+            f"management.tcp.port = {self.management_port}\n"
+            "management.tcp.ip = 127.0.0.1\n"
+        )
         env = self._env()
         epmd_log = self.dir / "epmd.log"
         # epmd in the foreground, as our child, so it is stopped by PID like the rest.
@@ -134,6 +143,7 @@ class RabbitMQServer:
             [str(RABBITMQ_BIN)], stdout=log.open("ab"), stderr=subprocess.STDOUT, env=env
         )
         wait_for_port(self.port, self.process, 90, log)
+        wait_for_port(self.management_port, self.process, 30, log)
 
     def cleanup(self) -> None:
         stop(self.process, timeout=30)

@@ -214,3 +214,47 @@ def test_backgroundjobs_sharing_a_queue_share_one_probe(kubectl: Kubectl, ns: st
         assert 0.5 <= rate <= 1.5, f"{rate:.1f} LLEN/s"
     finally:
         server.cleanup()
+
+
+def test_rabbitmq_management_api_counts_messages_in_flight(
+    kubectl: Kubectl, ns: str, rabbitmq_server: RabbitMQServer
+) -> None:
+    queue = f"{ns}-busy"
+    connection = pika.BlockingConnection(pika.URLParameters(rabbitmq_server.url))
+    channel = connection.channel()
+    channel.queue_declare(queue=queue)
+    for i in range(6):
+        channel.basic_publish(exchange="", routing_key=queue, body=f"job-{i}".encode())
+    # A worker holds 4 messages unacknowledged: AMQP alone would see a backlog of 2.
+    channel.basic_qos(prefetch_count=4)
+    held: list[int] = []
+    channel.basic_consume(queue, lambda ch, method, props, body: held.append(method.delivery_tag))
+    deadline = time.monotonic() + 10
+    while len(held) < 4 and time.monotonic() < deadline:
+        connection.process_data_events(time_limit=0.2)
+    assert len(held) == 4
+    kubectl.apply(secret("rabbit", url=rabbitmq_server.url), ns)
+    kubectl.apply(
+        bgjob(
+            "busy",
+            {
+                "trigger": {
+                    "queue": {
+                        "rabbitmq": {
+                            "urlFrom": {"secretKeyRef": {"name": "rabbit", "key": "url"}},
+                            "queue": queue,
+                            "managementUrl": rabbitmq_server.management_url,
+                        },
+                        "targetPerReplica": 3,
+                    }
+                },
+                "concurrency": 5,
+            },
+        ),
+        ns,
+    )
+    try:
+        eventually(lambda: _status(kubectl, ns, "busy").get("queueLength") == 6, timeout=30)
+        eventually(lambda: _replicas(kubectl, ns, "busy") == 2, timeout=10, interval=0.2)
+    finally:
+        connection.close()

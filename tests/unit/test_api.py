@@ -358,3 +358,24 @@ def test_kubectl_get_shows_trigger_state_ready_queue_runs_and_age() -> None:
     assert columns["Last Run"].startswith(".status.lastRun")
     assert columns["Next Run"] == ".status.nextRunTime"
     assert columns["Age"] == ".metadata.creationTimestamp"
+
+
+def test_a_management_url_with_credentials_is_rejected() -> None:
+    from bgjob.api.models import InvalidSpec, parse
+
+    spec = {
+        "image": "worker:1",
+        "trigger": {
+            "queue": {
+                "rabbitmq": {
+                    "url": "amqp://rabbit:5672/%2F",
+                    "queue": "jobs",
+                    "managementUrl": "http://admin:s3cret@rabbit:15672",
+                }
+            }
+        },
+    }
+    with pytest.raises(InvalidSpec, match=r"spec\.trigger\.queue\.rabbitmq\.managementUrl"):
+        parse({"metadata": {"name": "x"}, "spec": spec})
+    spec["trigger"]["queue"]["rabbitmq"]["managementUrl"] = "http://rabbit:15672"  # type: ignore[index]
+    assert parse({"metadata": {"name": "x"}, "spec": spec}).spec.trigger.queue is not None

@@ -249,7 +249,7 @@ class Broker(ApiModel):
         default=None, description="Read the URL (with credentials) from a Secret."
     )
 
-    rules = (
+    rules: ClassVar[tuple[Rule, ...]] = (
         Rule(
             cel=exactly_one_cel("url", "urlFrom"),
             message="set exactly one of url and urlFrom",
@@ -271,10 +271,33 @@ class RedisQueue(Broker):
     list: str = Field(description="Name of the Redis list.", min_length=1, max_length=1024)
 
 
+MANAGEMENT_URL = r"^https?://[^/@]+(/.*)?$"
+
+
 class RabbitMQQueue(Broker):
-    """A RabbitMQ queue; the backlog is its ready messages."""
+    """A RabbitMQ queue; the backlog is its ready messages (plus unacknowledged ones when
+    the management API is given)."""
 
     queue: str = Field(description="Name of the queue.", min_length=1, max_length=255)
+    management_url: str | None = Field(
+        default=None,
+        max_length=2048,
+        description="The management API, e.g. http://rabbitmq:15672, without credentials: "
+        "it is called with the AMQP URL's user and password. When set, the backlog is "
+        "ready plus unacknowledged messages, so workers busy with messages count too.",
+    )
+
+    rules = (
+        *Broker.rules,
+        Rule(
+            cel=f"!has(self.managementUrl) || self.managementUrl.matches(r'{MANAGEMENT_URL}')",
+            message="must be an http(s) URL without credentials, e.g. http://rabbitmq:15672",
+            field_path=".managementUrl",
+            holds=lambda s: (
+                s.management_url is None or re.match(MANAGEMENT_URL, s.management_url) is not None
+            ),
+        ),
+    )
 
 
 class QueueTrigger(ApiModel):

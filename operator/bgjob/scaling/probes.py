@@ -7,11 +7,15 @@ credentials: they are never logged (``redact``) nor put into status or Events.
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import json
 import threading
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from typing import Protocol
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import pika
 import redis
@@ -30,6 +34,7 @@ class QueueRef:
     backend: str  # "redis" or "rabbitmq"
     url: str
     name: str
+    management_url: str | None = None  # RabbitMQ: count unacknowledged messages too
 
     def __str__(self) -> str:
         return f"{self.backend} {redact(self.url)} {self.name}"
@@ -119,6 +124,8 @@ class RabbitMQProbe:
         return connection
 
     def backlog(self, queue: QueueRef) -> int:
+        if queue.management_url is not None:
+            return self._management_backlog(queue)
         # One BlockingConnection must not be used by two threads at once.
         with self._lock:
             try:
@@ -140,6 +147,29 @@ class RabbitMQProbe:
                         stale.close()
                 reason = type(error).__name__ if not str(error) else str(error)
                 raise ProbeError(f"rabbitmq at {redact(queue.url)}: {reason}") from None
+
+    def _management_backlog(self, queue: QueueRef) -> int:
+        """Ready plus unacknowledged messages, from the management HTTP API."""
+        assert queue.management_url is not None
+        amqp = urlsplit(queue.url)
+        vhost = unquote(amqp.path[1:]) if len(amqp.path) > 1 else "/"
+        api = queue.management_url.rstrip("/")
+        url = f"{api}/api/queues/{quote(vhost, safe='')}/{quote(queue.name, safe='')}"
+        credentials = f"{unquote(amqp.username or 'guest')}:{unquote(amqp.password or 'guest')}"
+        request = urllib.request.Request(url)
+        request.add_header(
+            "Authorization", "Basic " + base64.b64encode(credentials.encode()).decode()
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS) as response:
+                body = json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            if error.code == 404:
+                raise ProbeError(f"rabbitmq queue {queue.name!r} does not exist") from None
+            raise ProbeError(f"rabbitmq management API at {api}: HTTP {error.code}") from None
+        except (OSError, ValueError) as error:
+            raise ProbeError(f"rabbitmq management API at {api}: {error}") from None
+        return int(body.get("messages_ready", 0)) + int(body.get("messages_unacknowledged", 0))
 
     def close(self) -> None:
         with self._lock:

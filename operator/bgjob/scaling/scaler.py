@@ -46,6 +46,7 @@ class Source:
     name: str
     url: str | None
     secret: tuple[str, str, str] | None  # (namespace, name, key)
+    management_url: str | None = None
 
 
 @dataclass
@@ -94,7 +95,11 @@ def source_of(bgj: BackgroundJob) -> Source:
         ref = backend.url_from.secret_key_ref
         secret = (bgj.metadata.namespace, ref.name, ref.key)
     return Source(
-        backend="redis" if queue.redis else "rabbitmq", name=name, url=backend.url, secret=secret
+        backend="redis" if queue.redis else "rabbitmq",
+        name=name,
+        url=backend.url,
+        secret=secret,
+        management_url=queue.rabbitmq.management_url if queue.rabbitmq else None,
     )
 
 
@@ -245,7 +250,7 @@ class Scaler:
     def _resolve(self, target: Target) -> QueueRef | Problem:
         source = target.source
         if source.url is not None:
-            return QueueRef(source.backend, source.url, source.name)
+            return QueueRef(source.backend, source.url, source.name, source.management_url)
         assert source.secret is not None
         namespace, name, key = source.secret
         try:
@@ -260,7 +265,7 @@ class Scaler:
             url = base64.b64decode(data[key]).decode().strip()
         except ValueError:
             return Problem("SecretKeyInvalid", f"Secret {name} key {key!r} is not a UTF-8 URL")
-        return QueueRef(source.backend, url, source.name)
+        return QueueRef(source.backend, url, source.name, source.management_url)
 
     def _secret(self, namespace: str, name: str) -> dict[str, str] | None:
         now = self.clock()
