@@ -34,6 +34,7 @@ from bgjob.status import (
     keep_transition_times,
     next_cron_time,
     parse_time,
+    rfc3339,
     run_record,
     status_from,
 )
@@ -174,6 +175,7 @@ class Pass:
     wake_after: float | None = None
     events: list[tuple[str, str, str]] = field(default_factory=list)
     run_now_handled: str | None = None
+    once_run_started: str | None = None
 
     def event(self, kind: str, reason: str, message: str) -> None:
         self.events.append((kind, reason, message))
@@ -225,6 +227,7 @@ class Reconciler:
             return None
         work = Pass(bgj=bgj, body=body, children=self.store.children(key))
         work.run_now_handled = bgj.status.run_now_handled
+        work.once_run_started = bgj.status.once_run_started
         work.problem = preflight(bgj)
         work.queue = self._queue_view(work)
         queue_replicas = work.queue.replicas if work.queue else None
@@ -457,12 +460,7 @@ class Reconciler:
     def _once(self, work: Pass) -> None:
         bgj = work.bgj
         name = bgj.metadata.name
-        started = (
-            ("Job", name) in work.children
-            or bgj.status.last_run is not None
-            or name in (bgj.status.active_runs or [])
-        )
-        if started or bgj.spec.suspend:
+        if self._once_started(work) or bgj.spec.suspend:
             return
         now = self.clock()
         due = self.once_due(bgj)
@@ -470,6 +468,19 @@ class Reconciler:
             self._wake(work, (due - now).total_seconds())
             return
         self._start_run(work, run_job(bgj, name, "once"))
+        if work.problem is None:
+            work.once_run_started = rfc3339(now)
+
+    def _once_started(self, work: Pass) -> bool:
+        """Whether the once-run (not a manual run) has started: it never starts twice."""
+        name = work.bgj.metadata.name
+        last_run = work.bgj.status.last_run
+        return (
+            work.once_run_started is not None
+            or ("Job", name) in work.children
+            or (last_run is not None and last_run.name == name)
+            or name in (work.bgj.status.active_runs or [])
+        )
 
     def _start_run(self, work: Pass, job: Body) -> None:
         name = job["metadata"]["name"]
@@ -559,7 +570,8 @@ class Reconciler:
             # KEDA decides: desired is whatever it set on the worker; the backlog is its own.
             replicas = (workload or {}).get("spec", {}).get("replicas")
             queue_length = None
-        due = self.once_due(bgj) if bgj.spec.trigger.kind == "once" else None
+        is_once = bgj.spec.trigger.kind == "once"
+        due = self.once_due(bgj) if is_once else None
         status = status_from(
             bgj,
             observed,
@@ -568,7 +580,13 @@ class Reconciler:
             due=due,
             problem=work.problem,
             queue_length=queue_length,
-        ).model_copy(update={"run_now_handled": work.run_now_handled})
+            once_started=self._once_started(work) if is_once else None,
+        ).model_copy(
+            update={
+                "run_now_handled": work.run_now_handled,
+                "once_run_started": work.once_run_started if is_once else None,
+            }
+        )
         self._events_from_transition(work, bgj.status, status)
         self._apply_status(work.body, bgj.status, status)
 

@@ -188,12 +188,14 @@ def status_from(
     due: datetime | None = None,
     problem: Problem | None = None,
     queue_length: int | None = None,
+    once_started: bool | None = None,
 ) -> BackgroundJobStatus:
     """The status a BackgroundJob should show for what was observed.
 
     ``desired_replicas`` is the replica count the worker should have (continuous and
     queue); ``due`` is when a once-run that has not started is due; ``queue_length``
-    the backlog the scaler last read.
+    the backlog the scaler last read; ``once_started`` False means the once-run itself
+    has not started, so a finished manual run does not end the BackgroundJob.
     """
     spec = bgj.spec
     previous = bgj.status
@@ -286,7 +288,7 @@ def status_from(
         if active:
             state = "Running"
             health = Health(True, "Running", f"run {active[0]} is running")
-        elif last_run is not None and last_run.result is not None:
+        elif last_run is not None and last_run.result is not None and once_started is not False:
             succeeded = last_run.result == "Succeeded"
             state = "Succeeded" if succeeded else "Failed"
             detail = f"run {last_run.name} {last_run.result.lower()}"

@@ -98,3 +98,22 @@ def test_run_now_annotation_starts_one_run_per_value(kubectl: Kubectl, ns: str) 
     assert manual_jobs() == first
     kubectl.run("annotate", "--overwrite", "bgj", "report", "-n", ns, "bgjob.dev/run-now=second")
     eventually(lambda: len(manual_jobs()) == 2)
+
+
+def test_a_manual_run_before_the_due_time_leaves_the_planned_run_alone(
+    kubectl: Kubectl, ns: str
+) -> None:
+    kubectl.apply(bgjob("later", {"trigger": {"once": {"at": "2099-01-01T00:00:00Z"}}}), ns)
+    kubectl.wait("bgj/later", "condition=Ready", ns)
+    kubectl.run("annotate", "bgj", "later", "-n", ns, "bgjob.dev/run-now=try-it")
+    eventually(
+        lambda: (
+            (kubectl.get("bgj", "later", ns)["status"].get("lastRun") or {}).get("result")  # type: ignore[index]
+            == "Succeeded"
+        )
+    )
+    bgj = kubectl.get("bgj", "later", ns)
+    assert bgj["status"]["state"] == "Waiting"  # type: ignore[index]
+    assert bgj["status"]["nextRunTime"] == "2099-01-01T00:00:00Z"  # type: ignore[index]
+    assert condition(bgj, "Complete") is None
+    assert kubectl.get("job", "later", ns) is None

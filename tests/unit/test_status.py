@@ -427,3 +427,18 @@ def test_an_unchanged_world_gives_an_identical_status() -> None:
         desired_replicas=2,
     )
     assert again.wire() == first.wire()
+
+
+def test_a_manual_run_before_the_once_run_does_not_complete_the_backgroundjob() -> None:
+    due = datetime(2026, 2, 1, tzinfo=UTC)
+    status = status_from(
+        bgjob(trigger=ONCE),
+        Observed(runs=(job("worker-m1234abcd", complete="2026-01-14T23:05:00Z"),)),
+        NOW,
+        due=due,
+        once_started=False,
+    )
+    assert status.state == "Waiting"
+    assert status.next_run_time == "2026-02-01T00:00:00Z"
+    assert status.last_run is not None and status.last_run.result == "Succeeded"
+    assert "Complete" not in truth(status)

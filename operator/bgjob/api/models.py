@@ -564,6 +564,10 @@ class BackgroundJobStatus(ApiModel):
     last_successful_time: str | None = Field(default=None, description="When a run last succeeded.")
     active_runs: list[str] | None = Field(default=None, description="Jobs running now.")
     last_run: RunRecord | None = Field(default=None, description="The latest finished run.")
+    once_run_started: str | None = Field(
+        default=None,
+        description="When the once-run started; it never starts again (manual runs aside).",
+    )
     run_now_handled: str | None = Field(
         default=None,
         description="The bgjob.dev/run-now annotation value that already started a run.",
