@@ -323,7 +323,7 @@ class Reconciler:
         """
         bgj = work.bgj
         kind, name = desired["kind"], desired["metadata"]["name"]
-        current = work.children.get((kind, name))
+        current = cached = work.children.get((kind, name))
         if current is None:
             # The cache holds only labelled children: never take over someone else's object.
             current = self.kube.get(kind, bgj.metadata.namespace, name)
@@ -339,7 +339,8 @@ class Reconciler:
                 raise
             work.problem = Problem("ApplyFailed", f"{kind} {name} was rejected: {error.message}")
             return None
-        self.store.put_child(applied, kind, desired["apiVersion"])
+        seen = cached["metadata"].get("resourceVersion") if cached else None
+        self.store.refresh_child(applied, kind, desired["apiVersion"], seen)
         work.children[(kind, name)] = applied
         verb = "created" if current is None else "applied"
         if current is None:
@@ -496,7 +497,7 @@ class Reconciler:
                 raise
             work.problem = Problem("RunRejected", f"Job {name} was rejected: {error.message}")
             return
-        self.store.put_child(created, "Job", "batch/v1")
+        self.store.refresh_child(created, "Job", "batch/v1", None)
         work.children[("Job", name)] = created
         work.event("Normal", "RunStarted", f"started run {name}")
         log.info("started run=%s namespace=%s", name, work.bgj.metadata.namespace)

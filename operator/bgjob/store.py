@@ -108,6 +108,22 @@ class Store:
             self._children.setdefault(owner, {})[(child["kind"], child["metadata"]["name"])] = child
         return owner
 
+    def refresh_child(
+        self, body: Body, kind: str, api_version: str, seen_version: str | None
+    ) -> None:
+        """Store our own write's result, unless a watch event replaced what we read
+        (``seen_version``; None: not cached) meanwhile: that event is newer than our
+        response, and overwriting it would hide the controller's latest status."""
+        owner = owner_key_of(body)
+        if owner is None:
+            return
+        key = (kind, body["metadata"]["name"])
+        with self._lock:
+            cached = self._children.get(owner, {}).get(key)
+            cached_version = cached["metadata"].get("resourceVersion") if cached else None
+            if cached_version == seen_version:
+                self._children.setdefault(owner, {})[key] = trim(body, kind, api_version)
+
     def drop_child(self, body: Body, kind: str) -> Key | None:
         """Forget a deleted child; returns its owner's key."""
         owner = owner_key_of(body)
