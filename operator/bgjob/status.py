@@ -137,6 +137,16 @@ def service_health(workload: Body, desired: int) -> Health:
     return Health(True, "WorkloadReady", f"{ready} of {desired} pods ready")
 
 
+def _run_pods(observed: Observed, active: list[str], parallelism: int) -> dict[str, int]:
+    """Pods of the active runs: running, ready, and wanted (parallelism per run)."""
+    jobs = [j for j in observed.runs if j["metadata"]["name"] in active]
+    return {
+        "replicas": sum(_count(j.get("status") or {}, "active") for j in jobs),
+        "ready_replicas": sum(_count(j.get("status") or {}, "ready") for j in jobs),
+        "desired_replicas": parallelism * len(jobs),
+    }
+
+
 def next_cron_time(cron: str, time_zone: str, now: datetime) -> datetime:
     """The next time a cron expression fires after ``now``, read in ``time_zone``."""
     local_now = now.astimezone(ZoneInfo(time_zone))
@@ -249,12 +259,7 @@ def status_from(
     elif trigger == "schedule":
         schedule = spec.trigger.schedule
         assert schedule is not None
-        active_jobs = [j for j in observed.runs if j["metadata"]["name"] in active]
-        fields.update(
-            replicas=sum(_count(j.get("status") or {}, "active") for j in active_jobs),
-            ready_replicas=sum(_count(j.get("status") or {}, "ready") for j in active_jobs),
-            desired_replicas=spec.parallelism * len(active_jobs),
-        )
+        fields.update(_run_pods(observed, active, spec.parallelism))
         cron_status = (workload or {}).get("status") or {}
         fields["last_schedule_time"] = cron_status.get("lastScheduleTime")
         if cron_status.get("lastSuccessfulTime"):
@@ -272,19 +277,7 @@ def status_from(
         )
         state = "Suspended" if spec.suspend else ("Running" if active else "Scheduled")
     else:  # once
-        fields.update(
-            replicas=sum(
-                _count(j.get("status") or {}, "active")
-                for j in observed.runs
-                if j["metadata"]["name"] in active
-            ),
-            ready_replicas=sum(
-                _count(j.get("status") or {}, "ready")
-                for j in observed.runs
-                if j["metadata"]["name"] in active
-            ),
-            desired_replicas=spec.parallelism * len(active),
-        )
+        fields.update(_run_pods(observed, active, spec.parallelism))
         if active:
             state = "Running"
             health = Health(True, "Running", f"run {active[0]} is running")

@@ -93,11 +93,6 @@ class Store:
         with self._lock:
             return self._bgjobs.get(key)
 
-    def bgjob_keys(self) -> list[Key]:
-        """Every cached BackgroundJob."""
-        with self._lock:
-            return list(self._bgjobs)
-
     def put_child(self, body: Body, kind: str, api_version: str) -> Key | None:
         """Remember a child; returns its owner's key."""
         owner = owner_key_of(body)

@@ -135,7 +135,6 @@ class Scaler:
         self._secrets: dict[tuple[str, str], tuple[float, dict[str, str] | None]] = {}
         self._lock = threading.Lock()
         self._executor = ThreadPoolExecutor(4, thread_name_prefix="probe")
-        self.polls = 0  # broker calls made, for the benchmark and metrics
 
     # --- called by reconcile (worker threads) -----------------------------------------
 
@@ -235,7 +234,6 @@ class Scaler:
                 self._update(target, outcome, None)
 
     def _probe(self, ref: QueueRef) -> int | ProbeError:
-        self.polls += 1
         try:
             backlog = self.probes[ref.backend].backlog(ref)
         except ProbeError as error:
