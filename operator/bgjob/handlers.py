@@ -21,12 +21,12 @@ import kopf
 
 from bgjob import metrics
 from bgjob.api.models import GROUP, PLURAL, VERSION
+from bgjob.api.names import LABEL_MANAGED_BY, MANAGER
 from bgjob.kube import CHILD_KINDS, KEDA_KINDS, RESOURCES, ApiError, Kube
 from bgjob.leader import LeaderElector
 from bgjob.reconcile import Reconciler, TransientError
 from bgjob.scaling.scaler import Scaler
 from bgjob.store import Key, Store, key_of
-from bgjob.workloads.pod import LABEL_MANAGED_BY, MANAGER
 from bgjob.workqueue import WorkQueue
 
 log = logging.getLogger("bgjob.operator")

@@ -19,7 +19,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from bgjob.api.models import API_VERSION, KIND, PLURAL
-from bgjob.workloads.pod import MANAGER
+from bgjob.api.names import MANAGER
 
 # kind -> (apiVersion, plural)
 RESOURCES: dict[str, tuple[str, str]] = {

@@ -1,10 +1,3 @@
-"""Reconcile one BackgroundJob: the only place that writes to the API server for it.
-
-The shape is metacontroller's: read the object and its cached children, decide
-with pure functions (``bgjob.workloads``, ``bgjob.status``), then apply what
-differs. Running it twice writes nothing the second time.
-"""
-
 from __future__ import annotations
 
 import logging
@@ -17,7 +10,6 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from croniter import croniter
 from kubernetes.utils import parse_quantity
 
-from bgjob import workloads
 from bgjob.api.models import (
     BackgroundJob,
     BackgroundJobStatus,
@@ -25,53 +17,58 @@ from bgjob.api.models import (
     InvalidSpec,
     parse,
 )
+from bgjob.api.names import (
+    MANAGER,
+    SCALING_ENGINES,
+    SPEC_HASH_ANNOTATION,
+    Body,
+    Event,
+    EventType,
+    ScalingEngine,
+)
 from bgjob.kube import CHILD_KINDS, KEDA_KINDS, ApiError, Kube
+from bgjob.plan import Delete, Plan, desired_children, job_runs, keda_scales, running_replicas
+from bgjob.runs import once_due, once_run_lost, once_started
 from bgjob.scaling.scaler import Scaler, View
 from bgjob.status import (
     Observed,
     Problem,
     condition,
     keep_transition_times,
-    next_cron_time,
-    parse_time,
-    rfc3339,
-    run_record,
     status_from,
 )
-from bgjob.store import Body, ChildKey, Key, Store
-from bgjob.workloads import keda
-from bgjob.workloads.pod import (
-    MANAGER,
-    RUN_KIND_LABEL,
-    RUN_NOW_ANNOTATION,
-    SPEC_HASH_ANNOTATION,
-)
-from bgjob.workloads.runs import manual_run_name, once_due_time, run_job
+from bgjob.store import ChildKey, Key, Store
+from bgjob.workloads.pod import controlled_by
 
 log = logging.getLogger("bgjob.reconcile")
 
-WORKLOAD_KINDS = ("Deployment", "StatefulSet", "CronJob")
-SCALING_ENGINES = ("builtin", "keda")
 # Holds spec.replicas for a moment when the worker passes from our replicas to KEDA's.
 HANDOVER_MANAGER = f"{MANAGER}-handover"
+# Fields whose values are quantities ("1" and "1000m" are the same cpu); nowhere else.
+QUANTITY_MAPS = frozenset({"requests", "limits", "overhead"})
+QUANTITY_FIELDS = frozenset({"sizeLimit"})
 
 
 class TransientError(Exception):
     """Something retrying later can fix (a 5xx, a conflict, a child still terminating)."""
 
 
-def covers(observed: Any, desired: Any) -> bool:
+def covers(observed: Any, desired: Any, quantity: bool = False) -> bool:
     """True when every field we want is in the observed object with our value.
 
     Extra fields (defaults, other managers' fields) do not matter; lists must match
-    item by item. An empty value we want matches an absent one.
+    item by item. An empty value we want matches an absent one. ``quantity`` says the
+    value is a resource quantity, which the API server stores in canonical form.
     """
     if isinstance(desired, dict):
         if not desired:
             return observed in (None, {})
         if not isinstance(observed, dict):
             return False
-        return all(covers(observed.get(key), value) for key, value in desired.items())
+        return all(
+            covers(observed.get(key), value, quantity or key in QUANTITY_MAPS | QUANTITY_FIELDS)
+            for key, value in desired.items()
+        )
     if isinstance(desired, list):
         if not desired:
             return observed in (None, [])
@@ -84,7 +81,7 @@ def covers(observed: Any, desired: Any) -> bool:
         return True
     if desired == "" and observed is None:
         return True  # The API server drops empty strings (an env var with value "").
-    return _same_quantity(observed, desired)
+    return quantity and _same_quantity(observed, desired)
 
 
 def _same_quantity(observed: Any, desired: Any) -> bool:
@@ -114,32 +111,6 @@ def needs_apply(current: Body | None, desired: Body) -> bool:
     )
 
 
-def _controlled_by(child: Body, uid: str) -> bool:
-    return any(
-        ref.get("uid") == uid and ref.get("controller")
-        for ref in child["metadata"].get("ownerReferences") or []
-    )
-
-
-def _is_run_of(child: Body, bgj: BackgroundJob) -> bool:
-    """A Job this BackgroundJob started, directly or through its CronJob."""
-    if child["kind"] != "Job":
-        return False
-    if _controlled_by(child, bgj.metadata.uid):
-        return True
-    return any(
-        ref.get("kind") == "CronJob" and ref.get("name") == bgj.metadata.name
-        for ref in child["metadata"].get("ownerReferences") or []
-    )
-
-
-def _run_active(job: Body) -> bool:
-    conditions = (job.get("status") or {}).get("conditions") or []
-    return not any(
-        c.get("type") in ("Complete", "Failed") and c.get("status") == "True" for c in conditions
-    )
-
-
 def preflight(bgj: BackgroundJob) -> Problem | None:
     """Problems admission cannot see but the operator can, before touching the cluster."""
     schedule = bgj.spec.trigger.schedule
@@ -161,24 +132,18 @@ def preflight(bgj: BackgroundJob) -> Problem | None:
 
 @dataclass
 class Pass:
-    """What one reconcile pass found and did, collected for status and events."""
+    """One reconcile pass: what it read, the plan, and what applying it found."""
 
     bgj: BackgroundJob
     body: Body
     children: dict[ChildKey, Body]
-    # The long-lived workload (Deployment, StatefulSet, CronJob); None for once.
-    desired: Body | None = None
-    # KEDA mode: the ScaledObject (and TriggerAuthentication) of a queue worker.
-    autoscaling: list[Body] = field(default_factory=list)
+    plan: Plan
     queue: View | None = None
     problem: Problem | None = None
-    wake_after: float | None = None
-    events: list[tuple[str, str, str]] = field(default_factory=list)
-    run_now_handled: str | None = None
-    once_run_started: str | None = None
+    events: list[Event] = field(default_factory=list)
 
-    def event(self, kind: str, reason: str, message: str) -> None:
-        self.events.append((kind, reason, message))
+    def event(self, kind: EventType, reason: str, message: str) -> None:
+        self.events.append(Event(kind, reason, message))
 
 
 class Reconciler:
@@ -198,15 +163,15 @@ class Reconciler:
         self.store = store
         self.clock = clock
         self.scaler = scaler
-        self.scaling_engine = scaling_engine
+        self.engine: ScalingEngine = "keda" if scaling_engine == "keda" else "builtin"
         # Kinds whose watch keeps the cache current; others are dropped from it on delete.
-        self.watched = set(CHILD_KINDS) | (set(KEDA_KINDS) if scaling_engine == "keda" else set())
+        self.watched = set(CHILD_KINDS) | (set(KEDA_KINDS) if self.engine == "keda" else set())
 
     def keda_scales(self, bgj: BackgroundJob) -> bool:
         """Whether KEDA, not the built-in scaler, sets this BackgroundJob's replicas."""
-        return self.scaling_engine == "keda" and bgj.spec.trigger.queue is not None
+        return keda_scales(bgj, self.engine)
 
-    # --- entry point ------------------------------------------------------------------
+    # --- entry point: read, plan, apply, write status -------------------------------------
 
     def reconcile(self, key: Key) -> float | None:
         """Reconcile one BackgroundJob; returns seconds until it wants another look.
@@ -215,85 +180,86 @@ class Reconciler:
         """
         body = self.store.bgjob(key)
         if body is None or body["metadata"].get("deletionTimestamp"):
-            if self.scaler is not None:
-                self.scaler.untrack(key)
+            self._untrack(key)
             return None  # Deleted: garbage collection removes the children.
         try:
             bgj = parse(body)
         except InvalidSpec as error:
-            if self.scaler is not None:
-                self.scaler.untrack(key)
+            self._untrack(key)
             self._write_invalid(body, str(error))
             return None
-        work = Pass(bgj=bgj, body=body, children=self.store.children(key))
-        work.run_now_handled = bgj.status.run_now_handled
-        work.once_run_started = bgj.status.once_run_started
-        work.problem = preflight(bgj)
-        work.queue = self._queue_view(work)
-        queue_replicas = work.queue.replicas if work.queue else None
-        if bgj.spec.trigger.queue is not None and queue_replicas is None:
-            queue_replicas = self._running_replicas(work)
-        work.desired = workloads.workload(bgj, queue_replicas)
-        if self.keda_scales(bgj) and work.desired is not None and work.problem is None:
-            work.desired = keda.without_replicas(work.desired)
-            try:
-                work.autoscaling = keda.keda_children(bgj, work.desired)
-            except keda.KedaUnsupported as error:
-                work.problem = Problem("KEDAUnsupported", str(error))
-        if work.problem is None:
-            self._workload(work)
-            self._autoscaling(work)
-            self._prune(work)
-            self._runs(work)
-        if work.problem is None and work.queue is not None:
-            work.problem = work.queue.problem
+        children = self.store.children(key)
+        problem = preflight(bgj)
+        queue = self._queue_view(bgj, children, problem)
+        plan = desired_children(
+            bgj,
+            children,
+            self.clock(),
+            self.engine,
+            queue_replicas=queue.replicas if queue else None,
+            problem=problem,
+        )
+        work = Pass(bgj, body, children, plan, queue=queue, problem=plan.problem)
+        self._apply(work)
+        if work.problem is None and queue is not None:
+            work.problem = queue.problem
         self._write_status(work)
-        for kind, reason, message in work.events:
-            self._event(body, kind, reason, message)
-        return work.wake_after
+        for event in [*plan.events, *work.events]:
+            self._event(body, event.type, event.reason, event.message)
+        return plan.wake_after
+
+    def _apply(self, work: Pass) -> None:
+        """Carry out the plan in its order; stop at the first Problem."""
+        plan = work.plan
+        for delete in plan.retire:
+            self._delete(work, delete)
+        if plan.waiting is not None:
+            log.info("waiting name=%s reason=%r", work.bgj.metadata.name, plan.waiting)
+            return
+        if plan.retry is not None:
+            raise TransientError(plan.retry)
+        if work.problem is not None:
+            return
+        if plan.workload is not None:
+            self._apply_workload(work, plan.workload)
+            for child in plan.autoscaling:
+                if work.problem is None:
+                    self._apply_child(work, child)
+        for delete in plan.prune:
+            self._delete(work, delete)
+        if work.problem is None:
+            self._apply_runs(work)
 
     # --- queue scaling ----------------------------------------------------------------
 
-    def _running_replicas(self, work: Pass) -> int | None:
-        """Replicas the queue worker runs now, before the scaler's first decision."""
-        for kind in ("Deployment", "StatefulSet"):
-            child = work.children.get((kind, work.bgj.metadata.name))
-            if child is not None and _controlled_by(child, work.bgj.metadata.uid):
-                replicas = child["spec"].get("replicas")
-                return int(replicas) if replicas is not None else None
-        return None
+    def _untrack(self, key: Key) -> None:
+        if self.scaler is not None:
+            self.scaler.untrack(key)
 
-    def _queue_view(self, work: Pass) -> View | None:
+    def _queue_view(
+        self, bgj: BackgroundJob, children: dict[ChildKey, Body], problem: Problem | None
+    ) -> View | None:
         """Track or untrack the BackgroundJob in the scaler; its latest decision."""
-        if self.scaler is None:
-            return None
-        bgj = work.bgj
         key = (bgj.metadata.namespace, bgj.metadata.name)
         if (
             bgj.spec.trigger.queue is None
             or bgj.spec.suspend
-            or work.problem is not None
+            or problem is not None
             or self.keda_scales(bgj)
         ):
-            self.scaler.untrack(key)
+            self._untrack(key)
             return None
-        self.scaler.track(bgj, self._running_replicas(work))
+        if self.scaler is None:
+            return None
+        self.scaler.track(bgj, running_replicas(bgj, children))
         return self.scaler.view(key)
 
-    # --- the long-lived workload ------------------------------------------------------
+    # --- children -----------------------------------------------------------------------
 
-    def _workload(self, work: Pass) -> None:
-        bgj, desired = work.bgj, work.desired
-        if desired is None:
-            return
+    def _apply_workload(self, work: Pass, desired: Body) -> None:
+        bgj = work.bgj
         kind, name = desired["kind"], desired["metadata"]["name"]
         current = work.children.get((kind, name))
-        if current is not None and current["metadata"].get("deletionTimestamp"):
-            raise TransientError(f"{kind} {name} is still being deleted")
-        if bgj.spec.singleton and self._other_workloads_alive(work, kind):
-            # Never two instances: the old workload's pods go first (foreground deletion).
-            work.wake_after = 2.0
-            return
         if (
             current is not None
             and "replicas" not in desired["spec"]
@@ -327,7 +293,7 @@ class Reconciler:
         if current is None:
             # The cache holds only labelled children: never take over someone else's object.
             current = self.kube.get(kind, bgj.metadata.namespace, name)
-        if current is not None and not _controlled_by(current, bgj.metadata.uid):
+        if current is not None and not controlled_by(current, bgj.metadata.uid):
             self._conflict(work, current)
             return None
         if not needs_apply(current, desired):
@@ -378,214 +344,105 @@ class Reconciler:
             f"a {kind} named {name} already exists and is not owned by this BackgroundJob",
         )
 
-    def _autoscaling(self, work: Pass) -> None:
-        """Apply the KEDA objects (KEDA mode) once the workload they scale exists."""
-        workload = work.desired
-        if work.problem is not None or workload is None:
-            return
-        if (workload["kind"], workload["metadata"]["name"]) not in work.children:
-            return  # A singleton waiting for its old workload to go: next time.
-        for desired in work.autoscaling:
-            self._apply_child(work, desired)
-            if work.problem is not None:
-                return
-
-    def _other_workloads_alive(self, work: Pass, kind: str) -> bool:
-        alive = False
-        for (child_kind, name), child in list(work.children.items()):
-            other = child_kind in WORKLOAD_KINDS and child_kind != kind
-            if other and _controlled_by(child, work.bgj.metadata.uid):
-                self._delete(work, child_kind, name, "Foreground")
-                alive = True
-        return alive
-
-    def _prune(self, work: Pass) -> None:
-        """Delete children this BackgroundJob owns but no longer wants (trigger changed)."""
-        bgj, desired = work.bgj, work.desired
-        wanted = {(desired["kind"], desired["metadata"]["name"])} if desired else set()
-        wanted |= {(child["kind"], child["metadata"]["name"]) for child in work.autoscaling}
-        keeps_runs = bgj.spec.trigger.kind in ("schedule", "once")
-        for (kind, name), child in list(work.children.items()):
-            if (kind, name) in wanted or not _controlled_by(child, bgj.metadata.uid):
-                continue
-            if kind == "Job" and keeps_runs:
-                continue
-            if child["metadata"].get("deletionTimestamp"):
-                continue
-            self._delete(work, kind, name, "Background")
-
-    def _delete(self, work: Pass, kind: str, name: str, propagation: str) -> None:
+    def _delete(self, work: Pass, delete: Delete) -> None:
+        kind, name = delete.kind, delete.name
         child = work.children.get((kind, name))
         if child is not None and child["metadata"].get("deletionTimestamp"):
             return
-        self.kube.delete(kind, work.bgj.metadata.namespace, name, propagation)
-        work.children.pop((kind, name), None)
+        self.kube.delete(kind, work.bgj.metadata.namespace, name, delete.propagation)
+        if delete.propagation == "Background":
+            work.children.pop((kind, name), None)
         if child is not None and kind not in self.watched:
             # No watch will report the deletion (a KEDA object after a switch to builtin).
             self.store.drop_child(child, kind)
         work.event("Normal", "Deleted", f"deleted {kind} {name}")
-        log.info("deleted kind=%s name=%s namespace=%s", kind, name, work.bgj.metadata.namespace)
-
-    # --- runs (Jobs) ------------------------------------------------------------------
-
-    def _runs(self, work: Pass) -> None:
-        if work.problem is not None:
-            return
-        kind = work.bgj.spec.trigger.kind
-        if kind == "once":
-            self._once(work)
-        self._run_now(work)
-        if kind in ("schedule", "once"):
-            self._trim_manual_history(work)
-        if kind == "schedule" and not work.bgj.spec.suspend:
-            schedule = work.bgj.spec.trigger.schedule
-            assert schedule is not None
-            # Refresh nextRunTime after the tick even if the CronJob skips the run.
-            now = self.clock()
-            due = next_cron_time(schedule.cron, schedule.time_zone, now)
-            self._wake(work, (due - now).total_seconds() + 1.0)
-
-    def _wake(self, work: Pass, seconds: float) -> None:
-        if work.wake_after is None or seconds < work.wake_after:
-            work.wake_after = max(seconds, 0.0)
-
-    def _job_runs(self, work: Pass) -> list[Body]:
-        return [c for c in work.children.values() if _is_run_of(c, work.bgj)]
-
-    def once_due(self, bgj: BackgroundJob) -> datetime:
-        """When the once-run is due, as an aware UTC time."""
-        created = parse_time(bgj.metadata.creation_timestamp) or self.clock()
-        due = once_due_time(bgj, created)
-        return due if due.tzinfo else due.replace(tzinfo=UTC)
-
-    def _once(self, work: Pass) -> None:
-        bgj = work.bgj
-        name = bgj.metadata.name
-        if self._once_started(work) or bgj.spec.suspend:
-            return
-        now = self.clock()
-        due = self.once_due(bgj)
-        if now < due:
-            self._wake(work, (due - now).total_seconds())
-            return
-        self._start_run(work, run_job(bgj, name, "once"))
-        if work.problem is None:
-            work.once_run_started = rfc3339(now)
-
-    def _once_started(self, work: Pass) -> bool:
-        """Whether the once-run (not a manual run) has started: it never starts twice."""
-        name = work.bgj.metadata.name
-        last_run = work.bgj.status.last_run
-        return (
-            work.once_run_started is not None
-            or ("Job", name) in work.children
-            or (last_run is not None and last_run.name == name)
-            or name in (work.bgj.status.active_runs or [])
+        log.info(
+            "deleted kind=%s name=%s namespace=%s propagation=%s",
+            kind,
+            name,
+            work.bgj.metadata.namespace,
+            delete.propagation,
         )
 
-    def _start_run(self, work: Pass, job: Body) -> None:
+    # --- runs (Jobs) ----------------------------------------------------------------------
+
+    def _apply_runs(self, work: Pass) -> None:
+        runs = work.plan.runs
+        for name in runs.delete:
+            self._delete(work, Delete("Job", name, "Background"))
+        claimed = runs.once_run_started != work.bgj.status.once_run_started
+        if claimed:
+            # Recorded before the Job exists: a restart that finds neither the Job (gone
+            # after its TTL) nor its result must not run it again.
+            self._apply_status(work.body, work.bgj.status, self._claim(work))
+        for job in runs.start:
+            if not self._start_run(work, job) and job["metadata"]["name"] == work.bgj.metadata.name:
+                runs.once_run_started = work.bgj.status.once_run_started  # Rejected: not started.
+
+    def _claim(self, work: Pass) -> BackgroundJobStatus:
+        return work.bgj.status.model_copy(
+            update={"once_run_started": work.plan.runs.once_run_started}
+        )
+
+    def _start_run(self, work: Pass, job: Body) -> bool:
+        """Create one run's Job; False when the API server refused it for good."""
         name = job["metadata"]["name"]
         try:
             created = self.kube.create(job)
         except ApiError as error:
             if error.status == 409:
                 existing = self.kube.get("Job", work.bgj.metadata.namespace, name)
-                if existing is not None and not _controlled_by(existing, work.bgj.metadata.uid):
+                if existing is not None and not controlled_by(existing, work.bgj.metadata.uid):
                     self._conflict(work, existing)
-                return  # Otherwise started already (our cache was behind).
+                    return False
+                return True  # Started already (our cache was behind).
             if not error.permanent:
                 raise
             work.problem = Problem("RunRejected", f"Job {name} was rejected: {error.message}")
-            return
+            return False
         self.store.refresh_child(created, "Job", "batch/v1", None)
         work.children[("Job", name)] = created
         work.event("Normal", "RunStarted", f"started run {name}")
         log.info("started run=%s namespace=%s", name, work.bgj.metadata.namespace)
-
-    def _run_now(self, work: Pass) -> None:
-        bgj = work.bgj
-        request = bgj.metadata.annotations.get(RUN_NOW_ANNOTATION)
-        if not request or request == bgj.status.run_now_handled:
-            return
-        work.run_now_handled = request
-        kind = bgj.spec.trigger.kind
-        if kind not in ("schedule", "once"):
-            work.event(
-                "Warning",
-                "RunNowIgnored",
-                f"{RUN_NOW_ANNOTATION} applies to schedule and once triggers, not {kind}",
-            )
-            return
-        if ("Job", manual_run_name(bgj, request)) in work.children:
-            return  # This request's run exists: our status write is still on its way.
-        active = [job for job in self._job_runs(work) if _run_active(job)]
-        if kind == "schedule":
-            policy = bgj.spec.effective_overlap
-        else:
-            policy = "Forbid" if bgj.spec.singleton else "Allow"
-        if active and policy == "Forbid":
-            names = ", ".join(sorted(j["metadata"]["name"] for j in active))
-            work.event("Warning", "RunNowSkipped", f"not started: run {names} is still active")
-            return
-        if active and policy == "Replace":
-            for job in active:
-                self._delete(work, "Job", job["metadata"]["name"], "Background")
-        self._start_run(work, run_job(bgj, manual_run_name(bgj, request), "manual"))
-
-    def _trim_manual_history(self, work: Pass) -> None:
-        """Keep as many finished manual runs as ``history`` says, like the CronJob does."""
-        history = work.bgj.spec.history
-        manual = [
-            job
-            for job in self._job_runs(work)
-            if job["metadata"].get("labels", {}).get(RUN_KIND_LABEL) == "manual"
-            and not _run_active(job)
-            and not job["metadata"].get("deletionTimestamp")
-        ]
-        records = sorted(
-            (run_record(job) for job in manual),
-            key=lambda r: (r.completion_time or "", r.name),
-            reverse=True,
-        )
-        kept = {"Succeeded": history.successful_runs, "Failed": history.failed_runs}
-        for record in records:
-            assert record.result is not None
-            if kept[record.result] > 0:
-                kept[record.result] -= 1
-            else:
-                self._delete(work, "Job", record.name, "Background")
+        return True
 
     # --- status and events ------------------------------------------------------------
 
     def _write_status(self, work: Pass) -> None:
-        bgj, desired = work.bgj, work.desired
+        bgj, desired = work.bgj, work.plan.workload
         workload = None
         if desired is not None:
             current = work.children.get((desired["kind"], desired["metadata"]["name"]))
-            if current is not None and _controlled_by(current, bgj.metadata.uid):
+            if current is not None and controlled_by(current, bgj.metadata.uid):
                 workload = current
-        observed = Observed(workload=workload, runs=tuple(self._job_runs(work)))
+        jobs = job_runs(bgj, work.children)
         replicas = desired["spec"].get("replicas") if desired else None
-        queue_length = work.queue.backlog if work.queue else bgj.status.queue_length
+        # Only a backlog the scaler reads now is shown: none while suspended or untracked.
+        queue_length = work.queue.backlog if work.queue else None
         if self.keda_scales(bgj):
             # KEDA decides: desired is whatever it set on the worker; the backlog is its own.
             replicas = (workload or {}).get("spec", {}).get("replicas")
-            queue_length = None
         is_once = bgj.spec.trigger.kind == "once"
-        due = self.once_due(bgj) if is_once else None
+        runs = work.plan.runs
+        recorded = bgj.model_copy(
+            update={
+                "status": bgj.status.model_copy(update={"once_run_started": runs.once_run_started})
+            }
+        )
         status = status_from(
             bgj,
-            observed,
+            Observed(workload=workload, runs=tuple(jobs)),
             self.clock(),
             desired_replicas=replicas,
-            due=due,
+            due=once_due(bgj, self.clock()) if is_once else None,
             problem=work.problem,
             queue_length=queue_length,
-            once_started=self._once_started(work) if is_once else None,
+            once_started=once_started(recorded, jobs) if is_once else None,
+            once_lost=is_once and once_run_lost(recorded, jobs),
         ).model_copy(
             update={
-                "run_now_handled": work.run_now_handled,
-                "once_run_started": work.once_run_started if is_once else None,
+                "run_now_handled": runs.run_now_handled,
+                "once_run_started": runs.once_run_started if is_once else None,
             }
         )
         self._events_from_transition(work, bgj.status, status)
@@ -650,7 +507,7 @@ class Reconciler:
             self._event(body, "Warning", "InvalidSpec", message)
         self._apply_status(body, before, after)
 
-    def _event(self, body: Body, kind: str, reason: str, message: str) -> None:
+    def _event(self, body: Body, kind: EventType, reason: str, message: str) -> None:
         try:
             self.kube.event(body, kind, reason, message)
         except ApiError as error:  # An Event is worth a log line, never a retry.

@@ -7,12 +7,9 @@ something, and ``Complete``/``Failed`` mirror a once-run's Job.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
-from zoneinfo import ZoneInfo
-
-from croniter import croniter
 
 from bgjob.api.models import (
     BackgroundJob,
@@ -22,8 +19,10 @@ from bgjob.api.models import (
     State,
     WorkloadRef,
 )
+from bgjob.api.names import Body
+from bgjob.runs import finished_condition, next_cron_time, parse_time, rfc3339
 
-Body = dict[str, Any]
+__all__ = ["next_cron_time", "parse_time", "rfc3339"]
 
 
 @dataclass(frozen=True)
@@ -53,26 +52,7 @@ class Health:
     message: str
 
 
-def rfc3339(moment: datetime) -> str:
-    """A timestamp as Kubernetes writes it."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_time(value: str | None) -> datetime | None:
-    """Parse a Kubernetes timestamp."""
-    if not value:
-        return None
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
-
-
 # --- runs (Jobs) ------------------------------------------------------------------
-
-
-def _jobcondition(job: Body, kind: str) -> dict[str, Any] | None:
-    for condition in (job.get("status") or {}).get("conditions") or []:
-        if condition.get("type") == kind and condition.get("status") == "True":
-            return dict(condition)
-    return None
 
 
 def run_record(job: Body) -> RunRecord:
@@ -82,20 +62,19 @@ def run_record(job: Body) -> RunRecord:
         "name": job["metadata"]["name"],
         "start_time": status.get("startTime"),
     }
-    complete = _jobcondition(job, "Complete")
-    failed = _jobcondition(job, "Failed")
-    if complete:
+    ended = finished_condition(job)
+    if ended is not None and ended["type"] == "Complete":
         record.update(
             result="Succeeded",
-            completion_time=status.get("completionTime") or complete.get("lastTransitionTime"),
-            reason=complete.get("reason") or "Completed",
+            completion_time=status.get("completionTime") or ended.get("lastTransitionTime"),
+            reason=ended.get("reason") or "Completed",
         )
-    elif failed:
+    elif ended is not None:
         record.update(
             result="Failed",
-            completion_time=failed.get("lastTransitionTime"),
-            reason=failed.get("reason") or "Failed",
-            message=failed.get("message") or None,
+            completion_time=ended.get("lastTransitionTime"),
+            reason=ended.get("reason") or "Failed",
+            message=ended.get("message") or None,
         )
     return RunRecord(**record)
 
@@ -147,13 +126,6 @@ def _run_pods(observed: Observed, active: list[str], parallelism: int) -> dict[s
     }
 
 
-def next_cron_time(cron: str, time_zone: str, now: datetime) -> datetime:
-    """The next time a cron expression fires after ``now``, read in ``time_zone``."""
-    local_now = now.astimezone(ZoneInfo(time_zone))
-    moment: datetime = croniter(cron, local_now).get_next(datetime)
-    return moment
-
-
 # --- conditions ---------------------------------------------------------------------
 
 
@@ -186,6 +158,164 @@ def keep_transition_times(
     return kept
 
 
+# --- per trigger -------------------------------------------------------------------
+
+
+@dataclass
+class Facts:
+    """What one trigger contributes to the status: fields, health, state, extra conditions."""
+
+    fields: dict[str, Any]
+    health: Health
+    state: State
+    extra: list[tuple[str, bool, str, str]] = field(default_factory=list)
+
+
+def workload_problem(workload: Body | None) -> Problem | None:
+    """The API server refusing the workload's pods (Pod Security admission, a quota):
+    the Deployment says so in its ReplicaFailure condition, and nothing else would."""
+    for cond in ((workload or {}).get("status") or {}).get("conditions") or []:
+        if cond.get("type") == "ReplicaFailure" and cond.get("status") == "True":
+            reason = cond.get("reason") or "FailedCreate"
+            # Not stalled: a quota freed elsewhere lets the pods through without an edit.
+            return Problem(reason, cond.get("message") or reason, stalled=False)
+    return None
+
+
+def _service_facts(
+    bgj: BackgroundJob, workload: Body | None, desired_replicas: int | None
+) -> Facts:
+    wanted = desired_replicas or 0
+    wstatus = (workload or {}).get("status") or {}
+    health = (
+        service_health(workload, wanted)
+        if workload is not None
+        else Health(False, "Creating", "the workload is being created")
+    )
+    if bgj.spec.suspend:
+        state: State = "Suspended"
+    elif bgj.spec.trigger.queue is not None and wanted == 0:
+        state = "Idle"
+    else:
+        state = "Running"
+    fields = {
+        "replicas": _count(wstatus, "replicas"),
+        "ready_replicas": _count(wstatus, "readyReplicas"),
+        "desired_replicas": wanted,
+    }
+    return Facts(fields, health, state)
+
+
+def _schedule_facts(
+    bgj: BackgroundJob,
+    observed: Observed,
+    active: list[str],
+    last_successful: str | None,
+    now: datetime,
+    problem: Problem | None,
+) -> Facts:
+    spec, workload = bgj.spec, observed.workload
+    schedule = spec.trigger.schedule
+    assert schedule is not None
+    fields: dict[str, Any] = _run_pods(observed, active, spec.parallelism)
+    cron_status = (workload or {}).get("status") or {}
+    fields["last_schedule_time"] = cron_status.get("lastScheduleTime")
+    if cron_status.get("lastSuccessfulTime"):
+        fields["last_successful_time"] = max(
+            filter(None, [last_successful, cron_status["lastSuccessfulTime"]])
+        )
+    if not spec.suspend and problem is None:
+        fields["next_run_time"] = rfc3339(next_cron_time(schedule.cron, schedule.time_zone, now))
+    health = (
+        Health(True, "Scheduled", f"CronJob {workload['metadata']['name']} is scheduled")
+        if workload is not None
+        else Health(False, "Creating", "the CronJob is being created")
+    )
+    state: State = "Suspended" if spec.suspend else ("Running" if active else "Scheduled")
+    return Facts(fields, health, state)
+
+
+def _once_facts(
+    bgj: BackgroundJob,
+    observed: Observed,
+    active: list[str],
+    last_run: RunRecord | None,
+    due: datetime | None,
+    once_started: bool | None,
+    once_lost: bool,
+) -> Facts:
+    spec = bgj.spec
+    fields: dict[str, Any] = _run_pods(observed, active, spec.parallelism)
+    if active:
+        return Facts(fields, Health(True, "Running", f"run {active[0]} is running"), "Running")
+    if last_run is not None and last_run.result is not None and once_started is not False:
+        succeeded = last_run.result == "Succeeded"
+        detail = f"run {last_run.name} {last_run.result.lower()}"
+        if last_run.reason and not succeeded:
+            detail += f": {last_run.reason}"
+        health = Health(succeeded, "RunSucceeded" if succeeded else "RunFailed", detail)
+        outcome = ("Complete" if succeeded else "Failed", True, last_run.reason or last_run.result)
+        return Facts(
+            fields,
+            health,
+            "Succeeded" if succeeded else "Failed",
+            [(*outcome, detail)],
+        )
+    if once_lost:
+        # At most once: a run whose Job vanished unrecorded is not started again by itself.
+        detail = (
+            f"the run started at {bgj.status.once_run_started} but its Job is gone with no "
+            "result recorded (removed by ttlSecondsAfterFinished while the operator was "
+            "away?); annotate bgjob.dev/run-now to run it again"
+        )
+        health = Health(False, "RunFailed", detail)
+        return Facts(fields, health, "Failed", [("Failed", True, "RunLost", detail)])
+    if spec.suspend:
+        return Facts(
+            fields, Health(True, "Suspended", "suspended: the run will not start"), "Suspended"
+        )
+    when = rfc3339(due) if due is not None else "now"
+    fields["next_run_time"] = rfc3339(due) if due is not None else None
+    return Facts(fields, Health(True, "Waiting", f"the run is due at {when}"), "Waiting")
+
+
+def conditions_for(
+    health: Health,
+    problem: Problem | None,
+    extra: list[tuple[str, bool, str, str]],
+    generation: int,
+    now: datetime,
+    previous: list[Condition] | None,
+) -> list[Condition]:
+    """Ready, Progressing, Degraded, Stalled and the trigger's own, transition times kept."""
+    # A failed once-run is over: nothing progresses until the user acts.
+    progressing = not health.ready and problem is None and health.reason != "RunFailed"
+    wanted: list[tuple[str, bool, str, str]] = [
+        ("Ready", health.ready, health.reason, health.message),
+        (
+            "Progressing",
+            progressing,
+            health.reason if progressing else "Reconciled",
+            health.message if progressing else "the cluster matches the spec",
+        ),
+        (
+            "Degraded",
+            problem is not None,
+            problem.reason if problem else "AsExpected",
+            problem.message if problem else "",
+        ),
+    ]
+    if problem is not None and problem.stalled:
+        wanted.append(("Stalled", True, problem.reason, problem.message))
+    if health.reason == "RunFailed":
+        wanted.append(("Stalled", True, health.reason, health.message))
+    wanted.extend(extra)
+    return keep_transition_times(
+        [condition(kind, ok, reason, msg, generation, now) for kind, ok, reason, msg in wanted],
+        previous,
+    )
+
+
 # --- the whole status ---------------------------------------------------------------
 
 
@@ -199,35 +329,34 @@ def status_from(
     problem: Problem | None = None,
     queue_length: int | None = None,
     once_started: bool | None = None,
+    once_lost: bool = False,
 ) -> BackgroundJobStatus:
     """The status a BackgroundJob should show for what was observed.
 
     ``desired_replicas`` is the replica count the worker should have (continuous and
     queue); ``due`` is when a once-run that has not started is due; ``queue_length``
     the backlog the scaler last read; ``once_started`` False means the once-run itself
-    has not started, so a finished manual run does not end the BackgroundJob.
+    has not started, so a finished manual run does not end the BackgroundJob;
+    ``once_lost`` that it started but left neither a Job nor a result.
     """
-    spec = bgj.spec
     previous = bgj.status
-    generation = bgj.metadata.generation
-    trigger = spec.trigger.kind
+    trigger = bgj.spec.trigger.kind
     runs = [run_record(job) for job in observed.runs]
     active = sorted(run.name for run in runs if run.result is None)
     last_run = _latest_finished(runs, previous.last_run)
+    successes = [r.completion_time for r in runs if r.result == "Succeeded" and r.completion_time]
+    if previous.last_successful_time:
+        successes.append(previous.last_successful_time)
 
     fields: dict[str, Any] = {
-        "observed_generation": generation,
+        "observed_generation": bgj.metadata.generation,
         "trigger": trigger,
         "queue_length": queue_length if trigger == "queue" else None,
         "run_now_handled": previous.run_now_handled,
         "last_run": last_run if trigger in ("schedule", "once") else None,
         "active_runs": active or None,
+        "last_successful_time": max(successes) if successes else None,
     }
-    successes = [r.completion_time for r in runs if r.result == "Succeeded" and r.completion_time]
-    if previous.last_successful_time:
-        successes.append(previous.last_successful_time)
-    fields["last_successful_time"] = max(successes) if successes else None
-
     workload = observed.workload
     if workload is not None:
         fields["workload"] = WorkloadRef(
@@ -236,111 +365,21 @@ def status_from(
             name=workload["metadata"]["name"],
         )
 
-    extra: list[Condition] = []
     if trigger in ("continuous", "queue"):
-        wanted = desired_replicas or 0
-        wstatus = (workload or {}).get("status") or {}
-        fields.update(
-            replicas=_count(wstatus, "replicas"),
-            ready_replicas=_count(wstatus, "readyReplicas"),
-            desired_replicas=wanted,
-        )
-        health = (
-            service_health(workload, wanted)
-            if workload is not None
-            else Health(False, "Creating", "the workload is being created")
-        )
-        if spec.suspend:
-            state: State = "Suspended"
-        elif trigger == "queue" and wanted == 0:
-            state = "Idle"
-        else:
-            state = "Running"
+        facts = _service_facts(bgj, workload, desired_replicas)
     elif trigger == "schedule":
-        schedule = spec.trigger.schedule
-        assert schedule is not None
-        fields.update(_run_pods(observed, active, spec.parallelism))
-        cron_status = (workload or {}).get("status") or {}
-        fields["last_schedule_time"] = cron_status.get("lastScheduleTime")
-        if cron_status.get("lastSuccessfulTime"):
-            fields["last_successful_time"] = max(
-                filter(None, [fields["last_successful_time"], cron_status["lastSuccessfulTime"]])
-            )
-        if not spec.suspend and problem is None:
-            fields["next_run_time"] = rfc3339(
-                next_cron_time(schedule.cron, schedule.time_zone, now)
-            )
-        health = (
-            Health(True, "Scheduled", f"CronJob {workload['metadata']['name']} is scheduled")
-            if workload is not None
-            else Health(False, "Creating", "the CronJob is being created")
-        )
-        state = "Suspended" if spec.suspend else ("Running" if active else "Scheduled")
-    else:  # once
-        fields.update(_run_pods(observed, active, spec.parallelism))
-        if active:
-            state = "Running"
-            health = Health(True, "Running", f"run {active[0]} is running")
-        elif last_run is not None and last_run.result is not None and once_started is not False:
-            succeeded = last_run.result == "Succeeded"
-            state = "Succeeded" if succeeded else "Failed"
-            detail = f"run {last_run.name} {last_run.result.lower()}"
-            if last_run.reason and not succeeded:
-                detail += f": {last_run.reason}"
-            health = Health(succeeded, "RunSucceeded" if succeeded else "RunFailed", detail)
-            extra.append(
-                condition(
-                    "Complete" if succeeded else "Failed",
-                    True,
-                    last_run.reason or last_run.result,
-                    detail,
-                    generation,
-                    now,
-                )
-            )
-        elif spec.suspend:
-            state = "Suspended"
-            health = Health(True, "Suspended", "suspended: the run will not start")
-        else:
-            state = "Waiting"
-            when = rfc3339(due) if due is not None else "now"
-            health = Health(True, "Waiting", f"the run is due at {when}")
-            fields["next_run_time"] = rfc3339(due) if due is not None else None
+        facts = _schedule_facts(bgj, observed, active, fields["last_successful_time"], now, problem)
+    else:
+        facts = _once_facts(bgj, observed, active, last_run, due, once_started, once_lost)
+    fields.update(facts.fields)
 
+    problem = problem or workload_problem(workload)
+    health, state = facts.health, facts.state
     if problem is not None:
         state = "Degraded"
         health = Health(False, problem.reason, problem.message)
-
-    # A failed once-run is over: nothing progresses until the user acts.
-    progressing = not health.ready and problem is None and health.reason != "RunFailed"
-    conditions = [
-        condition("Ready", health.ready, health.reason, health.message, generation, now),
-        condition(
-            "Progressing",
-            progressing,
-            health.reason if progressing else "Reconciled",
-            health.message if progressing else "the cluster matches the spec",
-            generation,
-            now,
-        ),
-        condition(
-            "Degraded",
-            problem is not None,
-            problem.reason if problem else "AsExpected",
-            problem.message if problem else "",
-            generation,
-            now,
-        ),
-    ]
-    if problem is not None and problem.stalled:
-        conditions.append(
-            condition("Stalled", True, problem.reason, problem.message, generation, now)
-        )
-    if health.reason == "RunFailed":
-        conditions.append(
-            condition("Stalled", True, health.reason, health.message, generation, now)
-        )
-    conditions.extend(extra)
-    fields["conditions"] = keep_transition_times(conditions, previous.conditions)
+    fields["conditions"] = conditions_for(
+        health, problem, facts.extra, bgj.metadata.generation, now, previous.conditions
+    )
     fields["state"] = state
     return BackgroundJobStatus(**fields)

@@ -10,7 +10,7 @@ import threading
 from collections.abc import Iterable
 from typing import Any
 
-from bgjob.workloads.pod import LABEL_INSTANCE
+from bgjob.api.names import LABEL_INSTANCE
 
 Key = tuple[str, str]  # (namespace, name)
 ChildKey = tuple[str, str]  # (kind, name)

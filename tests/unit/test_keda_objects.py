@@ -16,13 +16,13 @@ from specs import CONTINUOUS, bgjob, body
 from test_chart import CHART, RELEASE, deployment, objects, only, run_helm
 
 from bgjob import workloads
+from bgjob.api.names import MANAGER
 from bgjob.handlers import scaling_engine
 from bgjob.kube import ApiError, Kube
 from bgjob.reconcile import HANDOVER_MANAGER, Reconciler
 from bgjob.scaling.scaler import Scaler, View
 from bgjob.store import Store
 from bgjob.workloads import keda
-from bgjob.workloads.pod import MANAGER
 
 REDIS = {"redis": {"url": "redis://redis.shop:6379/2", "list": "thumbs"}}
 RABBIT_URL = {"rabbitmq": {"url": "amqp://rabbit.shop:5672/mail", "queue": "mails"}}

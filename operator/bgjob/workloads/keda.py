@@ -13,6 +13,7 @@ from urllib.parse import unquote, urlsplit
 
 from bgjob.api.models import BackgroundJob, QueueTrigger
 from bgjob.workloads.pod import Manifest, metadata, with_spec_hash
+from bgjob.workloads.services import replica_bounds
 
 KEDA_API_VERSION = "keda.sh/v1alpha1"
 PAUSED_REPLICAS_ANNOTATION = "autoscaling.keda.sh/paused-replicas"
@@ -121,7 +122,7 @@ def scaled_object(bgj: BackgroundJob, workload: Manifest) -> Manifest:
     ``suspend`` pauses KEDA at zero replicas rather than deleting the ScaledObject.
     """
     queue = _queue(bgj)
-    most = 1 if bgj.spec.singleton else bgj.spec.concurrency
+    least, most = replica_bounds(bgj.spec)
     meta = metadata(bgj)
     if bgj.spec.suspend:
         meta["annotations"] = {PAUSED_REPLICAS_ANNOTATION: "0"}
@@ -138,7 +139,7 @@ def scaled_object(bgj: BackgroundJob, workload: Manifest) -> Manifest:
                 },
                 "pollingInterval": queue.polling_interval_seconds,
                 "cooldownPeriod": queue.cooldown_seconds,
-                "minReplicaCount": min(queue.min_replicas, most),
+                "minReplicaCount": least,
                 "maxReplicaCount": most,
                 "triggers": [_trigger(bgj)],
             },

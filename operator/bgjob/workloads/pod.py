@@ -8,18 +8,17 @@ import json
 from typing import Any
 
 from bgjob.api.models import API_VERSION, KIND, BackgroundJob
-
-MANAGER = "bgjob-operator"
-CONTAINER_NAME = "worker"
-SPEC_HASH_ANNOTATION = "bgjob.dev/spec-hash"
-RUN_NOW_ANNOTATION = "bgjob.dev/run-now"
-RUN_KIND_LABEL = "bgjob.dev/run"
-SHUTDOWN_ENV = "BGJOB_SHUTDOWN_TIMEOUT_SECONDS"
-
-LABEL_NAME = "app.kubernetes.io/name"
-LABEL_INSTANCE = "app.kubernetes.io/instance"
-LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
-LABEL_TRIGGER = "bgjob.dev/trigger"
+from bgjob.api.names import (
+    CONTAINER_NAME,
+    LABEL_INSTANCE,
+    LABEL_MANAGED_BY,
+    LABEL_NAME,
+    LABEL_TRIGGER,
+    MANAGER,
+    SHUTDOWN_ENV,
+    SPEC_HASH_ANNOTATION,
+    Body,
+)
 
 # Pod Security "restricted", unless the user's template says otherwise.
 RESTRICTED_POD_SECURITY: dict[str, Any] = {
@@ -31,7 +30,7 @@ RESTRICTED_CONTAINER_SECURITY: dict[str, Any] = {
     "capabilities": {"drop": ["ALL"]},
 }
 
-Manifest = dict[str, Any]
+Manifest = Body
 
 
 def selector_labels(bgj: BackgroundJob) -> dict[str, str]:
@@ -58,6 +57,14 @@ def owner_reference(bgj: BackgroundJob) -> dict[str, Any]:
         "controller": True,
         "blockOwnerDeletion": True,
     }
+
+
+def controlled_by(child: Body, uid: str) -> bool:
+    """Whether ``child`` carries the controller owner reference to the object ``uid``."""
+    return any(
+        ref.get("uid") == uid and ref.get("controller")
+        for ref in child["metadata"].get("ownerReferences") or []
+    )
 
 
 def metadata(bgj: BackgroundJob, name: str | None = None) -> dict[str, Any]:

@@ -7,8 +7,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from bgjob.api.models import BackgroundJob
+from bgjob.api.names import RUN_KIND_LABEL, RunKind
 from bgjob.workloads.pod import (
-    RUN_KIND_LABEL,
     Manifest,
     labels,
     metadata,
@@ -43,8 +43,12 @@ def job_spec(bgj: BackgroundJob) -> dict[str, Any]:
     return job
 
 
-def cronjob(bgj: BackgroundJob) -> Manifest:
-    """The CronJob of a schedule BackgroundJob."""
+def cronjob(bgj: BackgroundJob, hold: bool = False) -> Manifest:
+    """The CronJob of a schedule BackgroundJob.
+
+    ``hold`` suspends it while a run it cannot see (a manual run) must not get
+    company: the missed schedule then runs when the hold ends, as under Forbid.
+    """
     spec = bgj.spec
     schedule = spec.trigger.schedule
     assert schedule is not None
@@ -52,7 +56,7 @@ def cronjob(bgj: BackgroundJob) -> Manifest:
         "schedule": schedule.cron.strip(),
         "timeZone": schedule.time_zone,
         "concurrencyPolicy": spec.effective_overlap,
-        "suspend": spec.suspend,
+        "suspend": spec.suspend or hold,
         "successfulJobsHistoryLimit": spec.history.successful_runs,
         "failedJobsHistoryLimit": spec.history.failed_runs,
         "jobTemplate": {
@@ -67,7 +71,7 @@ def cronjob(bgj: BackgroundJob) -> Manifest:
     )
 
 
-def run_job(bgj: BackgroundJob, name: str, run_kind: str) -> Manifest:
+def run_job(bgj: BackgroundJob, name: str, run_kind: RunKind) -> Manifest:
     """A Job for one run: the once run, or a manual run started by the run-now annotation."""
     meta = metadata(bgj, name)
     meta["labels"][RUN_KIND_LABEL] = run_kind

@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
-from bgjob.api.models import BackgroundJob
+from bgjob.api.models import BackgroundJob, BackgroundJobSpec
 from bgjob.workloads.pod import Manifest, metadata, pod_template, selector_labels, with_spec_hash
+
+
+def replica_bounds(spec: BackgroundJobSpec) -> tuple[int, int]:
+    """The fewest and most replicas a worker may have: ``[minReplicas, concurrency]`` for
+    a queue, ``concurrency`` for continuous; a singleton never more than one."""
+    most = 1 if spec.singleton else spec.concurrency
+    if spec.trigger.queue is None:
+        return most, most
+    return min(spec.trigger.queue.min_replicas, most), most
 
 
 def service_replicas(bgj: BackgroundJob, queue_replicas: int | None = None) -> int:
@@ -15,11 +24,10 @@ def service_replicas(bgj: BackgroundJob, queue_replicas: int | None = None) -> i
     spec = bgj.spec
     if spec.suspend:
         return 0
-    if spec.trigger.queue is not None:
-        wanted = queue_replicas if queue_replicas is not None else spec.trigger.queue.min_replicas
-        most = 1 if spec.singleton else spec.concurrency
-        return max(min(spec.trigger.queue.min_replicas, most), min(wanted, most))
-    return 1 if spec.singleton else spec.concurrency
+    least, most = replica_bounds(spec)
+    if spec.trigger.queue is not None and queue_replicas is not None:
+        return max(least, min(queue_replicas, most))
+    return least
 
 
 def deployment(bgj: BackgroundJob, replicas: int) -> Manifest:

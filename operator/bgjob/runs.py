@@ -1,0 +1,314 @@
+"""Runs to completion, decided the way the CronJob controller decides: pure, clock injected.
+
+``plan_runs(bgj, jobs, now)`` looks at the Jobs of one BackgroundJob (its own
+once and manual runs, and the scheduled runs its CronJob started) and says
+which runs to start, which to delete, whether the CronJob must hold its next
+run back, and when to look again. The reconciler carries it out.
+
+The rules, each with a table test in ``tests/unit/test_runs.py``:
+
+- The once-run starts when due (``at``, creation + ``delaySeconds``, or at once
+  when neither is given, whatever the clocks say) and never twice: its Job
+  carries the BackgroundJob's uid and generation, and ``status.onceRunStarted``
+  is written before the Job is created.
+- ``bgjob.dev/run-now`` starts one run per new value. It sees every active run
+  of the BackgroundJob, manual or scheduled: Forbid (and singleton) skips it,
+  Replace deletes the active runs first, Allow starts it next to them.
+- The CronJob's Forbid only sees the Jobs the CronJob created. While a run of
+  ours (once or manual) is active under Forbid, the CronJob is suspended, so the
+  scheduled run waits, as Forbid makes it wait for one of its own; under Replace
+  a newer scheduled run replaces ours.
+- Finished manual runs are trimmed to ``history``, like the CronJob's own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from croniter import croniter
+
+from bgjob.api.models import BackgroundJob, Overlap
+from bgjob.api.names import (
+    ONCE_RUN_ANNOTATION,
+    RUN_KIND_LABEL,
+    RUN_NOW_ANNOTATION,
+    Body,
+    Event,
+)
+from bgjob.workloads.pod import controlled_by
+from bgjob.workloads.runs import manual_run_name, once_due_time, run_job
+
+
+def rfc3339(moment: datetime) -> str:
+    """A timestamp as Kubernetes writes it: seconds, UTC, a trailing Z."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(value: str | None) -> datetime | None:
+    """Parse a Kubernetes timestamp."""
+    if not value:
+        return None
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+# --- one Job ---------------------------------------------------------------------------
+
+
+def finished_condition(job: Body) -> dict[str, Any] | None:
+    """The Job's Complete or Failed condition once it has ended; None while it runs."""
+    for condition in (job.get("status") or {}).get("conditions") or []:
+        if condition.get("type") in ("Complete", "Failed") and condition.get("status") == "True":
+            return dict(condition)
+    return None
+
+
+def is_finished(job: Body) -> bool:
+    """Whether a Job has ended, successfully or not."""
+    return finished_condition(job) is not None
+
+
+def is_run_of(child: Body, bgj: BackgroundJob) -> bool:
+    """A Job this BackgroundJob started, directly or through its CronJob."""
+    if child["kind"] != "Job":
+        return False
+    if controlled_by(child, bgj.metadata.uid):
+        return True
+    return any(
+        ref.get("kind") == "CronJob" and ref.get("name") == bgj.metadata.name
+        for ref in child["metadata"].get("ownerReferences") or []
+    )
+
+
+def run_kind(job: Body) -> str | None:
+    """once, manual or scheduled, from the label the Job carries."""
+    labels: dict[str, str] = job["metadata"].get("labels") or {}
+    return labels.get(RUN_KIND_LABEL)
+
+
+def _deleting(job: Body) -> bool:
+    return bool(job["metadata"].get("deletionTimestamp"))
+
+
+def _name(job: Body) -> str:
+    name: str = job["metadata"]["name"]
+    return name
+
+
+# --- the once-run ----------------------------------------------------------------------
+
+
+def once_identity(bgj: BackgroundJob) -> str:
+    """Which BackgroundJob, and which of its specs, a once-run was started for."""
+    return f"{bgj.metadata.uid}/{bgj.metadata.generation}"
+
+
+def once_run_job(bgj: BackgroundJob) -> Body:
+    """The once-run's Job, stamped with its identity."""
+    job = run_job(bgj, bgj.metadata.name, "once")
+    job["metadata"]["annotations"] = {ONCE_RUN_ANNOTATION: once_identity(bgj)}
+    return job
+
+
+def once_due(bgj: BackgroundJob, now: datetime) -> datetime:
+    """When the once-run is due, as an aware UTC time (creation time, or now, when unknown)."""
+    created = parse_time(bgj.metadata.creation_timestamp) or now
+    due = once_due_time(bgj, created)
+    return due if due.tzinfo else due.replace(tzinfo=UTC)
+
+
+def once_started(bgj: BackgroundJob, jobs: Sequence[Body]) -> bool:
+    """Whether the once-run (not a manual run) was started: it never starts twice.
+
+    ``status.onceRunStarted`` is written before the Job is created, so a restart
+    that finds neither the Job (deleted after ``ttlSecondsAfterFinished``) nor its
+    record still knows it ran.
+    """
+    name = bgj.metadata.name
+    last_run = bgj.status.last_run
+    return (
+        bgj.status.once_run_started is not None
+        or any(_name(job) == name and controlled_by(job, bgj.metadata.uid) for job in jobs)
+        or (last_run is not None and last_run.name == name)
+        or name in (bgj.status.active_runs or [])
+    )
+
+
+def once_run_lost(bgj: BackgroundJob, jobs: Sequence[Body]) -> bool:
+    """Started, yet neither its Job nor any run's result is left to tell how it went."""
+    name = bgj.metadata.name
+    return (
+        bgj.status.once_run_started is not None
+        and bgj.status.last_run is None
+        and not any(_name(job) == name for job in jobs)
+    )
+
+
+def _once_is_due(bgj: BackgroundJob, now: datetime) -> tuple[bool, float]:
+    """Due now?, and if not, in how many seconds."""
+    once = bgj.spec.trigger.once
+    assert once is not None
+    if once.at is None and not once.delay_seconds:
+        return True, 0.0  # As soon as possible: a clock behind the API server's must not delay it.
+    wait = (once_due(bgj, now) - now).total_seconds()
+    return wait <= 0, max(wait, 0.0)
+
+
+# --- the plan --------------------------------------------------------------------------
+
+
+@dataclass
+class Runs:
+    """What to do about runs in one pass, and what to record in status."""
+
+    start: list[Body] = field(default_factory=list)
+    # Job names to delete (Replace, history), in the background.
+    delete: list[str] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    wake_after: float | None = None
+    # Suspend the CronJob: a run of ours is active and the policy is Forbid.
+    hold_schedule: bool = False
+    run_now_handled: str | None = None
+    # Set before the once-run's Job is created (see ``once_started``).
+    once_run_started: str | None = None
+
+    def wake(self, seconds: float) -> None:
+        """Look again in ``seconds`` at the latest."""
+        if self.wake_after is None or seconds < self.wake_after:
+            self.wake_after = max(seconds, 0.0)
+
+
+def run_now_policy(bgj: BackgroundJob) -> Overlap:
+    """How a manual run treats active runs: the schedule's overlap, or for once,
+    Forbid for a singleton and Allow otherwise."""
+    if bgj.spec.trigger.kind == "schedule":
+        return bgj.spec.effective_overlap
+    return "Forbid" if bgj.spec.singleton else "Allow"
+
+
+def plan_runs(bgj: BackgroundJob, jobs: Sequence[Body], now: datetime) -> Runs:
+    """Runs to start and delete for ``bgj``, given every Job that is one of its runs."""
+    runs = Runs(
+        run_now_handled=bgj.status.run_now_handled,
+        once_run_started=bgj.status.once_run_started,
+    )
+    kind = bgj.spec.trigger.kind
+    # Deleting Jobs count as active until they are gone: their pods may still run.
+    active = [job for job in jobs if not is_finished(job)]
+    if kind == "once":
+        _plan_once(bgj, jobs, active, now, runs)
+    _plan_run_now(bgj, jobs, active, runs)
+    if kind in ("schedule", "once"):
+        _trim_manual_history(bgj, jobs, runs)
+    if kind == "schedule":
+        _plan_schedule(bgj, active, now, runs)
+    return runs
+
+
+def _plan_once(
+    bgj: BackgroundJob, jobs: Sequence[Body], active: list[Body], now: datetime, runs: Runs
+) -> None:
+    if once_started(bgj, jobs) or bgj.spec.suspend:
+        return
+    due, wait = _once_is_due(bgj, now)
+    if not due:
+        runs.wake(wait)
+        return
+    if active and bgj.spec.singleton:
+        return  # A manual run is on: the once-run follows when that Job ends (its watch event).
+    runs.start.append(once_run_job(bgj))
+    active.append(runs.start[-1])
+    runs.once_run_started = rfc3339(now)
+
+
+def _plan_run_now(bgj: BackgroundJob, jobs: Sequence[Body], active: list[Body], runs: Runs) -> None:
+    request = bgj.metadata.annotations.get(RUN_NOW_ANNOTATION)
+    if not request or request == bgj.status.run_now_handled:
+        return
+    runs.run_now_handled = request
+    kind = bgj.spec.trigger.kind
+    if kind not in ("schedule", "once"):
+        runs.events.append(
+            Event(
+                "Warning",
+                "RunNowIgnored",
+                f"{RUN_NOW_ANNOTATION} applies to schedule and once triggers, not {kind}",
+            )
+        )
+        return
+    name = manual_run_name(bgj, request)
+    if any(_name(job) == name for job in jobs):
+        return  # This request's run exists: our status write is still on its way.
+    policy = run_now_policy(bgj)
+    if active and policy == "Forbid":
+        names = ", ".join(sorted(_name(job) for job in active))
+        runs.events.append(
+            Event("Warning", "RunNowSkipped", f"not started: run {names} is still active")
+        )
+        return
+    if active and policy == "Replace":
+        runs.delete.extend(_name(job) for job in active if not _deleting(job))
+        active.clear()
+    runs.start.append(run_job(bgj, name, "manual"))
+    active.append(runs.start[-1])
+
+
+def _plan_schedule(bgj: BackgroundJob, active: list[Body], now: datetime, runs: Runs) -> None:
+    ours = [job for job in active if run_kind(job) != "scheduled"]
+    policy = bgj.spec.effective_overlap
+    runs.hold_schedule = policy == "Forbid" and bool(ours)
+    if policy == "Replace":
+        scheduled = [job for job in active if run_kind(job) == "scheduled"]
+        newest = max((_created(job) for job in scheduled), default=None)
+        for job in ours:
+            if newest is not None and _created(job) < newest and not _deleting(job):
+                runs.delete.append(_name(job))
+    if not bgj.spec.suspend:
+        schedule = bgj.spec.trigger.schedule
+        assert schedule is not None
+        # Refresh nextRunTime after the tick even if the CronJob skips the run.
+        due = next_cron_time(schedule.cron, schedule.time_zone, now)
+        runs.wake((due - now).total_seconds() + 1.0)
+
+
+def _created(job: Body) -> datetime:
+    # A Job we start in this pass has no creationTimestamp yet: it is the newest.
+    return parse_time(job["metadata"].get("creationTimestamp")) or datetime.max.replace(tzinfo=UTC)
+
+
+def _trim_manual_history(bgj: BackgroundJob, jobs: Sequence[Body], runs: Runs) -> None:
+    """Keep as many finished manual runs as ``history`` says, like the CronJob does."""
+    history = bgj.spec.history
+    finished = [
+        (finished_condition(job), job)
+        for job in jobs
+        if run_kind(job) == "manual" and not _deleting(job)
+    ]
+    ended = sorted(
+        ((cond, job) for cond, job in finished if cond is not None),
+        key=lambda item: (_completion_time(*item), _name(item[1])),
+        reverse=True,
+    )
+    kept = {"Complete": history.successful_runs, "Failed": history.failed_runs}
+    for cond, job in ended:
+        if kept[cond["type"]] > 0:
+            kept[cond["type"]] -= 1
+        elif _name(job) not in runs.delete:
+            runs.delete.append(_name(job))
+
+
+def _completion_time(cond: dict[str, Any], job: Body) -> str:
+    time: str = (
+        (job.get("status") or {}).get("completionTime") or cond.get("lastTransitionTime") or ""
+    )
+    return time
+
+
+def next_cron_time(cron: str, time_zone: str, now: datetime) -> datetime:
+    """The next time a cron expression fires after ``now``, read in ``time_zone``."""
+    local_now = now.astimezone(ZoneInfo(time_zone))
+    moment: datetime = croniter(cron, local_now).get_next(datetime)
+    return moment
