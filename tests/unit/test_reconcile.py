@@ -166,3 +166,33 @@ def test_an_empty_string_the_server_drops_is_not_drift() -> None:
     desired = [{"name": "FLAG", "value": ""}]
     assert covers([{"name": "FLAG"}], desired)
     assert not covers([{"name": "FLAG", "value": "on"}], desired)
+
+
+@pytest.mark.parametrize(
+    ("observed", "desired", "covered"),
+    [
+        pytest.param({"value": "1.0"}, {"value": "1"}, False, id="an env value is text"),
+        pytest.param({"replicas": "1.0"}, {"replicas": "1"}, False, id="not a quantity field"),
+        pytest.param({"requests": {"cpu": "1000m"}}, {"requests": {"cpu": 1}}, True, id="cpu"),
+        pytest.param(
+            {"limits": {"memory": "1Gi"}}, {"limits": {"memory": "1024Mi"}}, True, id="mem"
+        ),
+        pytest.param({"sizeLimit": "1Gi"}, {"sizeLimit": "1024Mi"}, True, id="emptyDir size"),
+        pytest.param({"limits": {"cpu": "2"}}, {"limits": {"cpu": "1"}}, False, id="other cpu"),
+    ],
+)
+def test_quantities_compare_as_quantities_only_where_the_field_is_one(
+    observed: Any, desired: Any, covered: bool
+) -> None:
+    assert covers(observed, desired) is covered
+
+
+def test_an_env_value_edited_from_1_to_1_0_is_put_back() -> None:
+    want = desired(env=[{"name": "WORKERS", "value": "1"}])
+    current = as_served(want)
+    container = current["spec"]["template"]["spec"]["containers"][0]
+    container["env"] = [
+        {"name": "WORKERS", "value": "1.0"} if e["name"] == "WORKERS" else e
+        for e in container["env"]
+    ]
+    assert needs_apply(current, want) is True

@@ -442,3 +442,39 @@ def test_a_manual_run_before_the_once_run_does_not_complete_the_backgroundjob() 
     assert status.next_run_time == "2026-02-01T00:00:00Z"
     assert status.last_run is not None and status.last_run.result == "Succeeded"
     assert "Complete" not in truth(status)
+
+
+def test_pods_the_api_server_refuses_make_the_worker_degraded_with_its_message() -> None:
+    refused = deployment(ready=0, updated=0, replicas=0)
+    message = (
+        'pods "worker-5d9c" is forbidden: violates PodSecurity "restricted:latest": '
+        'privileged (container "worker" must not set securityContext.privileged=true)'
+    )
+    refused["status"]["conditions"] = [
+        {"type": "ReplicaFailure", "status": "True", "reason": "FailedCreate", "message": message}
+    ]
+    status = status_from(
+        bgjob(trigger=CONTINUOUS, concurrency=2),
+        Observed(workload=refused),
+        NOW,
+        desired_replicas=2,
+    )
+    assert status.state == "Degraded"
+    degraded = next(c for c in status.conditions or [] if c.type == "Degraded")
+    assert (degraded.status, degraded.reason, degraded.message) == ("True", "FailedCreate", message)
+    ready = next(c for c in status.conditions or [] if c.type == "Ready")
+    assert ready.status == "False"
+    # A quota freed elsewhere lets the pods through without an edit: not Stalled.
+    assert all(c.type != "Stalled" for c in status.conditions or [])
+
+
+def test_a_replica_failure_that_cleared_is_not_degraded() -> None:
+    healed = deployment()
+    healed["status"]["conditions"] = [{"type": "ReplicaFailure", "status": "False"}]
+    status = status_from(
+        bgjob(trigger=CONTINUOUS, concurrency=2),
+        Observed(workload=healed),
+        NOW,
+        desired_replicas=2,
+    )
+    assert status.state == "Running"
