@@ -57,6 +57,8 @@ class Plan:
     prune: list[Delete] = field(default_factory=list)
     runs: Runs = field(default_factory=Runs)
     problem: Problem | None = None
+    # What the chosen engine cannot honour of the spec: shown in status, not an error.
+    caveat: str | None = None
     wake_after: float | None = None
     events: list[Event] = field(default_factory=list)
 
@@ -107,6 +109,7 @@ def desired_children(
     desired = workloads.workload(bgj, queue_replicas, hold_schedule=runs.hold_schedule)
     if keda_scales(bgj, engine) and desired is not None:
         desired = keda.without_replicas(desired)
+        plan.caveat = keda.readiness_caveat(bgj)
         try:
             plan.autoscaling = keda.keda_children(bgj, desired)
         except keda.KedaUnsupported as error:

@@ -439,6 +439,7 @@ class Reconciler:
             queue_length=queue_length,
             once_started=once_started(recorded, jobs) if is_once else None,
             once_lost=is_once and once_run_lost(recorded, jobs),
+            caveat=work.plan.caveat,
         ).model_copy(
             update={
                 "run_now_handled": runs.run_now_handled,

@@ -330,6 +330,7 @@ def status_from(
     queue_length: int | None = None,
     once_started: bool | None = None,
     once_lost: bool = False,
+    caveat: str | None = None,
 ) -> BackgroundJobStatus:
     """The status a BackgroundJob should show for what was observed.
 
@@ -337,7 +338,8 @@ def status_from(
     queue); ``due`` is when a once-run that has not started is due; ``queue_length``
     the backlog the scaler last read; ``once_started`` False means the once-run itself
     has not started, so a finished manual run does not end the BackgroundJob;
-    ``once_lost`` that it started but left neither a Job nor a result.
+    ``once_lost`` that it started but left neither a Job nor a result; ``caveat`` what
+    the scaling engine cannot honour (the ScalingLimited condition).
     """
     previous = bgj.status
     trigger = bgj.spec.trigger.kind
@@ -378,6 +380,8 @@ def status_from(
     if problem is not None:
         state = "Degraded"
         health = Health(False, problem.reason, problem.message)
+    if caveat is not None:
+        facts.extra.append(("ScalingLimited", True, "KEDAReadyMessagesOnly", caveat))
     fields["conditions"] = conditions_for(
         health, problem, facts.extra, bgj.metadata.generation, now, previous.conditions
     )

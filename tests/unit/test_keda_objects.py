@@ -116,6 +116,12 @@ def test_a_redis_queue_is_one_scaled_object_with_a_redis_trigger() -> None:
         "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "thumbs"},
         "pollingInterval": 3,
         "cooldownPeriod": 45,
+        # The built-in engine waits cooldownSeconds before every step down: so does the HPA.
+        "advanced": {
+            "horizontalPodAutoscalerConfig": {
+                "behavior": {"scaleDown": {"stabilizationWindowSeconds": 45}}
+            }
+        },
         "minReplicaCount": 1,
         "maxReplicaCount": 4,
         "triggers": [
@@ -426,3 +432,50 @@ def test_the_scaling_engine_value_reaches_the_operator(engine: str) -> None:
 def test_an_unknown_scaling_engine_fails_helm_template() -> None:
     result = run_helm("template", RELEASE, str(CHART), "--set", "scalingEngine=hpa")
     assert result.returncode != 0 and "/scalingEngine" in result.stderr, result.stderr
+
+
+def test_a_cooldown_beyond_an_hour_is_the_longest_window_the_hpa_accepts() -> None:
+    (scaled,) = built(queue_bgjob(REDIS, cooldownSeconds=7200))
+    behavior = scaled["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
+    assert behavior["scaleDown"]["stabilizationWindowSeconds"] == 3600
+    assert scaled["spec"]["cooldownPeriod"] == 7200
+
+
+def test_a_management_url_makes_keda_count_unacknowledged_messages_too() -> None:
+    rabbit = {
+        "rabbitmq": {
+            "url": "amqp://shop@rabbit.shop:5672/mail",
+            "queue": "mails",
+            "managementUrl": "http://rabbit.shop:15672",
+        }
+    }
+    (scaled,) = built(queue_bgjob(rabbit))
+    metadata = scaled["spec"]["triggers"][0]["metadata"]
+    # KEDA's QueueLength over http counts ready plus unacknowledged messages.
+    assert metadata["protocol"] == "http"
+    assert metadata["host"] == "http://shop:guest@rabbit.shop:15672/mail"
+    assert "excludeUnacknowledged" not in metadata
+
+
+def test_the_default_vhost_is_escaped_in_the_management_host() -> None:
+    assert (
+        keda.management_host("amqp://rabbit:5672", "http://rabbit:15672/")
+        == "http://guest:guest@rabbit:15672/%2F"
+    )
+
+
+def test_a_management_url_with_credentials_in_a_secret_says_what_keda_loses() -> None:
+    rabbit = {"rabbitmq": {**RABBIT_SECRET["rabbitmq"], "managementUrl": "http://rabbit:15672"}}
+    bgj = queue_bgjob(rabbit)
+    trigger = next(o for o in built(bgj) if o["kind"] == "ScaledObject")["spec"]["triggers"][0]
+    assert trigger["metadata"]["protocol"] == "amqp"
+    caveat = keda.readiness_caveat(bgj)
+    assert caveat is not None and "ready messages only" in caveat
+    assert keda.readiness_caveat(queue_bgjob(RABBIT_SECRET)) is None
+
+
+def test_keda_mode_shows_what_it_cannot_honour_as_a_condition() -> None:
+    rabbit = {"rabbitmq": {**RABBIT_SECRET["rabbitmq"], "managementUrl": "http://rabbit:15672"}}
+    status = Cluster("keda").reconcile(trigger={"queue": rabbit})
+    limited = next(c for c in status["conditions"] if c["type"] == "ScalingLimited")
+    assert (limited["status"], limited["reason"]) == ("True", "KEDAReadyMessagesOnly")

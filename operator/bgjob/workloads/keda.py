@@ -9,7 +9,7 @@ TriggerAuthentication that points at that Secret, so no secret is ever copied.
 from __future__ import annotations
 
 import copy
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from bgjob.api.models import BackgroundJob, QueueTrigger
 from bgjob.workloads.pod import Manifest, metadata, with_spec_hash
@@ -18,6 +18,8 @@ from bgjob.workloads.services import replica_bounds
 KEDA_API_VERSION = "keda.sh/v1alpha1"
 PAUSED_REPLICAS_ANNOTATION = "autoscaling.keda.sh/paused-replicas"
 REDIS_DEFAULT_PORT = 6379
+# The HPA accepts a stabilization window of at most an hour.
+MAX_STABILIZATION_SECONDS = 3600
 
 
 class KedaUnsupported(Exception):
@@ -78,6 +80,7 @@ def _trigger(bgj: BackgroundJob) -> Manifest:
             },
         }
     assert queue.rabbitmq is not None
+    rabbitmq = queue.rabbitmq
     trigger: Manifest = {
         "type": "rabbitmq",
         "metadata": {
@@ -85,17 +88,47 @@ def _trigger(bgj: BackgroundJob) -> Manifest:
             "mode": "QueueLength",
             "value": str(queue.target_per_replica),
             "activationValue": str(queue.activation_threshold),
-            "queueName": queue.rabbitmq.queue,
+            "queueName": rabbitmq.queue,
         },
     }
-    if queue.rabbitmq.url is not None:
-        trigger["metadata"]["host"] = queue.rabbitmq.url
+    if rabbitmq.url is not None and rabbitmq.management_url is not None:
+        # Over HTTP, KEDA's QueueLength counts ready plus unacknowledged messages, as we do.
+        trigger["metadata"].update(
+            protocol="http", host=management_host(rabbitmq.url, rabbitmq.management_url)
+        )
+    elif rabbitmq.url is not None:
+        trigger["metadata"]["host"] = rabbitmq.url
     else:
         trigger["authenticationRef"] = {
             "kind": "TriggerAuthentication",
             "name": bgj.metadata.name,
         }
     return trigger
+
+
+def management_host(amqp_url: str, management_url: str) -> str:
+    """KEDA's http host for the management API: its URL, the AMQP URL's user (the
+    password, like the built-in probe's, RabbitMQ's default: a url carries none), and
+    the vhost as the path."""
+    amqp = urlsplit(amqp_url)
+    api = urlsplit(management_url.rstrip("/"))
+    user = quote(unquote(amqp.username or "guest"), safe="")
+    vhost = amqp.path[1:] if len(amqp.path) > 1 else quote("/", safe="")
+    return f"{api.scheme}://{user}:guest@{api.netloc}{api.path}/{vhost}"
+
+
+def readiness_caveat(bgj: BackgroundJob) -> str | None:
+    """What KEDA mode cannot honour of the spec, said plainly; None when nothing."""
+    queue = bgj.spec.trigger.queue
+    rabbitmq = queue.rabbitmq if queue is not None else None
+    if rabbitmq is None or rabbitmq.management_url is None or rabbitmq.url_from is None:
+        return None
+    return (
+        "spec.trigger.queue.rabbitmq.managementUrl: KEDA reads the management API only "
+        "with credentials in its URL, and urlFrom keeps them in a Secret as an AMQP URL, "
+        "so KEDA counts ready messages only: messages in the workers' hands do not keep "
+        "them scaled up (the built-in engine counts both)"
+    )
 
 
 def trigger_authentication(bgj: BackgroundJob) -> Manifest | None:
@@ -138,7 +171,21 @@ def scaled_object(bgj: BackgroundJob, workload: Manifest) -> Manifest:
                     "name": workload["metadata"]["name"],
                 },
                 "pollingInterval": queue.polling_interval_seconds,
+                # cooldownPeriod only governs the step to zero in KEDA; the built-in
+                # engine waits cooldownSeconds before every step down, and so does the
+                # HPA with this stabilization window.
                 "cooldownPeriod": queue.cooldown_seconds,
+                "advanced": {
+                    "horizontalPodAutoscalerConfig": {
+                        "behavior": {
+                            "scaleDown": {
+                                "stabilizationWindowSeconds": min(
+                                    queue.cooldown_seconds, MAX_STABILIZATION_SECONDS
+                                )
+                            }
+                        }
+                    }
+                },
                 "minReplicaCount": least,
                 "maxReplicaCount": most,
                 "triggers": [_trigger(bgj)],
