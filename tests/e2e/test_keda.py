@@ -146,6 +146,9 @@ def test_switching_engines_hands_the_replicas_to_keda_and_back_leaving_nothing_s
     }
     assert (spec["minReplicaCount"], spec["maxReplicaCount"]) == (0, 4)
     assert (spec["pollingInterval"], spec["cooldownPeriod"]) == (1, 30)
+    # KEDA's schema keeps the HPA behaviour: cooldownSeconds slows every step down.
+    behavior = spec["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
+    assert behavior["scaleDown"]["stabilizationWindowSeconds"] == 30
     (trigger,) = spec["triggers"]
     assert trigger["type"] == "redis"
     assert trigger["metadata"]["address"] == f"{host}:{port}"
