@@ -147,10 +147,7 @@ CASES = [
         prune=[Delete("StatefulSet", "worker", "Background")],
     ),
     Case(
-        "once keeps its runs",
-        ONCE,
-        [child("Job", name="worker-m1", active=False)],
-        status=STARTED,
+        "once keeps its runs", ONCE, [child("Job", name="worker-m1", active=False)], status=STARTED
     ),
     Case(
         "a stranger's object is never pruned",

@@ -12,11 +12,12 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 from specs import CONTINUOUS, ONCE, SCHEDULE, body, queue
+from test_keda_objects import FakeScaler
 
 from bgjob.api.names import MANAGER
 from bgjob.kube import Kube
 from bgjob.reconcile import Reconciler
-from bgjob.scaling.scaler import Scaler, View
+from bgjob.scaling.scaler import Scaler
 from bgjob.store import Store
 
 NS, NAME, UID = "shop", "worker", "0b7c3e2a-uid"
@@ -55,22 +56,6 @@ class FakeKube:
         self.calls.append(("event", reason))
 
 
-class IdleScaler:
-    """The built-in scaler, reduced to its bookkeeping."""
-
-    def __init__(self) -> None:
-        self.tracked: set[tuple[str, str]] = set()
-
-    def track(self, bgj: Any, current: int | None) -> None:
-        self.tracked.add((bgj.metadata.namespace, bgj.metadata.name))
-
-    def untrack(self, key: tuple[str, str]) -> None:
-        self.tracked.discard(key)
-
-    def view(self, key: tuple[str, str]) -> View | None:
-        return View(replicas=1, backlog=7, problem=None) if key in self.tracked else None
-
-
 def owned(kind: str, name: str = NAME, run: str | None = None, **status: Any) -> dict[str, Any]:
     meta: dict[str, Any] = {
         "name": name,
@@ -87,7 +72,7 @@ def owned(kind: str, name: str = NAME, run: str | None = None, **status: Any) ->
 
 
 def reconcile(
-    bgj: dict[str, Any], *children: dict[str, Any], scaler: IdleScaler | None = None
+    bgj: dict[str, Any], *children: dict[str, Any], scaler: FakeScaler | None = None
 ) -> FakeKube:
     kube, store = FakeKube(), Store()
     store.put_bgjob(bgj)
@@ -138,14 +123,14 @@ def test_run_now_holds_the_schedule_before_the_manual_run_starts() -> None:
 
 
 def test_a_suspended_queue_worker_reports_no_stale_backlog() -> None:
-    bgj = body(NAME, trigger=queue(), suspend=True, status={"queueLength": 12})
-    kube = reconcile(bgj, scaler=IdleScaler())
+    bgj = body(NAME, trigger=queue(), suspend=True, status={"queueLength": 99})
+    kube = reconcile(bgj, scaler=FakeScaler())
     assert "queueLength" not in kube.statuses[-1]
 
 
 def test_a_tracked_queue_worker_reports_the_scalers_backlog() -> None:
-    kube = reconcile(body(NAME, trigger=queue()), scaler=IdleScaler())
-    assert kube.statuses[-1]["queueLength"] == 7
+    kube = reconcile(body(NAME, trigger=queue(), status={"queueLength": 99}), scaler=FakeScaler())
+    assert kube.statuses[-1]["queueLength"] == 12
 
 
 def test_the_once_run_is_recorded_before_its_job_is_created() -> None:

@@ -444,24 +444,25 @@ def test_a_manual_run_before_the_once_run_does_not_complete_the_backgroundjob() 
     assert "Complete" not in truth(status)
 
 
+REFUSED = (
+    'pods "worker-5d9c" is forbidden: violates PodSecurity "restricted:latest": '
+    'privileged (container "worker" must not set securityContext.privileged=true)'
+)
+
+
+def _worker_reporting(replica_failure: dict[str, Any], **counts: int) -> Any:
+    worker = deployment(**counts)
+    worker["status"]["conditions"] = [{"type": "ReplicaFailure", **replica_failure}]
+    bgj = bgjob(trigger=CONTINUOUS, concurrency=2)
+    return status_from(bgj, Observed(workload=worker), NOW, desired_replicas=2)
+
+
 def test_pods_the_api_server_refuses_make_the_worker_degraded_with_its_message() -> None:
-    refused = deployment(ready=0, updated=0, replicas=0)
-    message = (
-        'pods "worker-5d9c" is forbidden: violates PodSecurity "restricted:latest": '
-        'privileged (container "worker" must not set securityContext.privileged=true)'
-    )
-    refused["status"]["conditions"] = [
-        {"type": "ReplicaFailure", "status": "True", "reason": "FailedCreate", "message": message}
-    ]
-    status = status_from(
-        bgjob(trigger=CONTINUOUS, concurrency=2),
-        Observed(workload=refused),
-        NOW,
-        desired_replicas=2,
-    )
+    failure = {"status": "True", "reason": "FailedCreate", "message": REFUSED}
+    status = _worker_reporting(failure, ready=0, updated=0, replicas=0)
     assert status.state == "Degraded"
     degraded = next(c for c in status.conditions or [] if c.type == "Degraded")
-    assert (degraded.status, degraded.reason, degraded.message) == ("True", "FailedCreate", message)
+    assert (degraded.status, degraded.reason, degraded.message) == ("True", "FailedCreate", REFUSED)
     ready = next(c for c in status.conditions or [] if c.type == "Ready")
     assert ready.status == "False"
     # A quota freed elsewhere lets the pods through without an edit: not Stalled.
@@ -469,12 +470,4 @@ def test_pods_the_api_server_refuses_make_the_worker_degraded_with_its_message()
 
 
 def test_a_replica_failure_that_cleared_is_not_degraded() -> None:
-    healed = deployment()
-    healed["status"]["conditions"] = [{"type": "ReplicaFailure", "status": "False"}]
-    status = status_from(
-        bgjob(trigger=CONTINUOUS, concurrency=2),
-        Observed(workload=healed),
-        NOW,
-        desired_replicas=2,
-    )
-    assert status.state == "Running"
+    assert _worker_reporting({"status": "False"}).state == "Running"
