@@ -367,22 +367,25 @@ class Reconciler:
     # --- runs (Jobs) ----------------------------------------------------------------------
 
     def _apply_runs(self, work: Pass) -> None:
-        runs = work.plan.runs
+        bgj, runs = work.bgj, work.plan.runs
         for name in runs.delete:
             self._delete(work, Delete("Job", name, "Background"))
-        claimed = runs.once_run_started != work.bgj.status.once_run_started
+        claim = bgj.status.model_copy(update={"once_run_started": runs.once_run_started})
+        claimed = runs.once_run_started != bgj.status.once_run_started
         if claimed:
             # Recorded before the Job exists: a restart that finds neither the Job (gone
             # after its TTL) nor its result must not run it again.
-            self._apply_status(work.body, work.bgj.status, self._claim(work))
+            self._apply_status(work.body, bgj.status, claim)
         for job in runs.start:
-            if not self._start_run(work, job) and job["metadata"]["name"] == work.bgj.metadata.name:
-                runs.once_run_started = work.bgj.status.once_run_started  # Rejected: not started.
-
-    def _claim(self, work: Pass) -> BackgroundJobStatus:
-        return work.bgj.status.model_copy(
-            update={"once_run_started": work.plan.runs.once_run_started}
-        )
+            once = claimed and job["metadata"]["name"] == bgj.metadata.name
+            try:
+                started = self._start_run(work, job)
+            except ApiError:
+                if once and self.kube.get("Job", bgj.metadata.namespace, bgj.metadata.name) is None:
+                    self._apply_status(work.body, claim, bgj.status)  # Not created: unclaim.
+                raise
+            if once and not started:
+                runs.once_run_started = bgj.status.once_run_started  # Refused: not started.
 
     def _start_run(self, work: Pass, job: Body) -> bool:
         """Create one run's Job; False when the API server refused it for good."""

@@ -223,7 +223,9 @@ def test_a_singleton_schedule_and_run_now_never_overlap(kubectl: Kubectl, ns: st
 
 
 def test_pods_refused_by_pod_security_make_the_worker_degraded(kubectl: Kubectl, ns: str) -> None:
-    privileged = {"containers": [{"name": "worker", "securityContext": {"privileged": True}}]}
+    # A privileged container must allow privilege escalation, or the Deployment itself is invalid.
+    security = {"privileged": True, "allowPrivilegeEscalation": True}
+    privileged = {"containers": [{"name": "worker", "securityContext": security}]}
     kubectl.apply(
         bgjob("rogue", {"trigger": {"continuous": {}}, "template": {"spec": privileged}}), ns
     )

@@ -11,11 +11,12 @@ import copy
 from datetime import UTC, datetime
 from typing import Any, cast
 
+import pytest
 from specs import CONTINUOUS, ONCE, SCHEDULE, body, queue
 from test_keda_objects import FakeScaler
 
 from bgjob.api.names import MANAGER
-from bgjob.kube import Kube
+from bgjob.kube import ApiError, Kube
 from bgjob.reconcile import Reconciler
 from bgjob.scaling.scaler import Scaler
 from bgjob.store import Store
@@ -150,3 +151,33 @@ def test_a_once_run_whose_job_vanished_unrecorded_is_not_run_again() -> None:
     failed = next(c for c in status["conditions"] if c["type"] == "Failed")
     assert failed["reason"] == "RunLost"
     assert "bgjob.dev/run-now" in failed["message"]
+
+
+def test_a_once_run_the_server_failed_to_create_is_unclaimed_and_retried() -> None:
+    kube, store = FakeKube(), Store()
+    store.put_bgjob(body(NAME, trigger=ONCE))
+
+    def unavailable(manifest: dict[str, Any]) -> dict[str, Any]:
+        raise ApiError(503, "ServiceUnavailable", "etcd leader changed")
+
+    kube.create = unavailable  # type: ignore[method-assign]
+    with pytest.raises(ApiError):
+        Reconciler(cast(Kube, kube), store, clock=lambda: NOW).reconcile(KEY)
+    claim, release = kube.statuses
+    assert claim["onceRunStarted"] == "2026-03-01T12:05:00Z"
+    assert "onceRunStarted" not in release
+
+
+def test_a_once_run_the_server_refuses_is_not_recorded_as_started() -> None:
+    kube, store = FakeKube(), Store()
+    store.put_bgjob(body(NAME, trigger=ONCE))
+
+    def forbidden(manifest: dict[str, Any]) -> dict[str, Any]:
+        raise ApiError(403, "Forbidden", 'exceeded quota: "jobs"')
+
+    kube.create = forbidden  # type: ignore[method-assign]
+    Reconciler(cast(Kube, kube), store, clock=lambda: NOW).reconcile(KEY)
+    final = kube.statuses[-1]
+    assert "onceRunStarted" not in final
+    degraded = next(c for c in final["conditions"] if c["type"] == "Degraded")
+    assert degraded["reason"] == "RunRejected"
