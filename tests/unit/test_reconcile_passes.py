@@ -153,30 +153,33 @@ def test_a_once_run_whose_job_vanished_unrecorded_is_not_run_again() -> None:
     assert "bgjob.dev/run-now" in failed["message"]
 
 
-def test_a_once_run_the_server_failed_to_create_is_unclaimed_and_retried() -> None:
+def _once_run_created_as(error: ApiError) -> FakeKube:
+    """A reconcile of a due once-run whose Job create fails with ``error``."""
     kube, store = FakeKube(), Store()
     store.put_bgjob(body(NAME, trigger=ONCE))
 
-    def unavailable(manifest: dict[str, Any]) -> dict[str, Any]:
-        raise ApiError(503, "ServiceUnavailable", "etcd leader changed")
+    def refuse(manifest: dict[str, Any]) -> dict[str, Any]:
+        raise error
 
-    kube.create = unavailable  # type: ignore[method-assign]
-    with pytest.raises(ApiError):
-        Reconciler(cast(Kube, kube), store, clock=lambda: NOW).reconcile(KEY)
+    kube.create = refuse  # type: ignore[method-assign]
+    reconciler = Reconciler(cast(Kube, kube), store, clock=lambda: NOW)
+    if error.permanent:
+        reconciler.reconcile(KEY)
+    else:
+        with pytest.raises(ApiError):
+            reconciler.reconcile(KEY)
+    return kube
+
+
+def test_a_once_run_the_server_failed_to_create_is_unclaimed_and_retried() -> None:
+    kube = _once_run_created_as(ApiError(503, "ServiceUnavailable", "etcd leader changed"))
     claim, release = kube.statuses
     assert claim["onceRunStarted"] == "2026-03-01T12:05:00Z"
     assert "onceRunStarted" not in release
 
 
 def test_a_once_run_the_server_refuses_is_not_recorded_as_started() -> None:
-    kube, store = FakeKube(), Store()
-    store.put_bgjob(body(NAME, trigger=ONCE))
-
-    def forbidden(manifest: dict[str, Any]) -> dict[str, Any]:
-        raise ApiError(403, "Forbidden", 'exceeded quota: "jobs"')
-
-    kube.create = forbidden  # type: ignore[method-assign]
-    Reconciler(cast(Kube, kube), store, clock=lambda: NOW).reconcile(KEY)
+    kube = _once_run_created_as(ApiError(403, "Forbidden", 'exceeded quota: "jobs"'))
     final = kube.statuses[-1]
     assert "onceRunStarted" not in final
     degraded = next(c for c in final["conditions"] if c["type"] == "Degraded")
