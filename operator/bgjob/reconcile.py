@@ -1,3 +1,11 @@
+"""Reconcile one BackgroundJob: the only place that writes to the API server for it.
+
+One pass reads the object and its cached children, asks ``bgjob.plan`` what
+should exist (a pure plan: children, runs, their order), applies the plan, and
+writes the status ``bgjob.status`` computes. Running it twice writes nothing the
+second time.
+"""
+
 from __future__ import annotations
 
 import logging
