@@ -451,6 +451,7 @@ class Reconciler:
             once_started=once_started(recorded, jobs) if is_once else None,
             once_lost=is_once and once_run_lost(recorded, jobs),
             caveat=work.plan.caveat,
+            waiting=work.plan.waiting,
         ).model_copy(
             update={
                 "run_now_handled": runs.run_now_handled,

@@ -331,6 +331,7 @@ def status_from(
     once_started: bool | None = None,
     once_lost: bool = False,
     caveat: str | None = None,
+    waiting: str | None = None,
 ) -> BackgroundJobStatus:
     """The status a BackgroundJob should show for what was observed.
 
@@ -339,7 +340,8 @@ def status_from(
     the backlog the scaler last read; ``once_started`` False means the once-run itself
     has not started, so a finished manual run does not end the BackgroundJob;
     ``once_lost`` that it started but left neither a Job nor a result; ``caveat`` what
-    the scaling engine cannot honour (the ScalingLimited condition).
+    the scaling engine cannot honour (the ScalingLimited condition); ``waiting`` why a
+    singleton's new workload has not started yet.
     """
     previous = bgj.status
     trigger = bgj.spec.trigger.kind
@@ -377,6 +379,8 @@ def status_from(
 
     problem = problem or workload_problem(workload)
     health, state = facts.health, facts.state
+    if waiting is not None:
+        health = Health(False, "WaitingForOldPods", waiting)
     if problem is not None:
         state = "Degraded"
         health = Health(False, problem.reason, problem.message)

@@ -94,6 +94,9 @@ def test_singleton_once_to_continuous_stops_the_run_before_the_statefulset_start
     bgj = body(NAME, trigger=CONTINUOUS, singleton=True, status={"onceRunStarted": "x"})
     kube = reconcile(bgj, owned("Job", run="once"))
     assert writes(kube) == [("delete", "Job", NAME, "Foreground")]
+    progressing = next(c for c in kube.statuses[-1]["conditions"] if c["type"] == "Progressing")
+    assert (progressing["status"], progressing["reason"]) == ("True", "WaitingForOldPods")
+    assert "Job worker" in progressing["message"]
 
 
 def test_singleton_continuous_to_once_stops_the_statefulset_before_the_run_starts() -> None:
