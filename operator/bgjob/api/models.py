@@ -243,8 +243,8 @@ class Broker(ApiModel):
     url: str | None = Field(
         default=None,
         max_length=2048,
-        description="The broker's URL without a password or query options, e.g. redis://host:6379/0 or "
-        "amqp://host:5672/vhost.",
+        description="The broker's URL without a password or query options, e.g. "
+        "redis://host:6379/0 or amqp://host:5672/vhost.",
     )
     url_from: UrlFrom | None = Field(
         default=None, description="Read the URL (with credentials) from a Secret."

@@ -23,7 +23,14 @@ SCHEMES: dict[str, tuple[str, ...]] = {
     "rabbitmq": ("amqp", "amqps"),
     "management": ("http", "https"),
 }
-DEFAULT_PORTS = {"redis": 6379, "rediss": 6379, "amqp": 5672, "amqps": 5671, "http": 80, "https": 443}
+DEFAULT_PORTS = {
+    "redis": 6379,
+    "rediss": 6379,
+    "amqp": 5672,
+    "amqps": 5671,
+    "http": 80,
+    "https": 443,
+}
 
 _PCT = "%[0-9A-Fa-f]{2}"
 _CHARS = "-A-Za-z0-9._~!$&'()*+,;="  # unreserved and sub-delims
