@@ -44,6 +44,9 @@ SECRET_TTL_SECONDS = 30.0
 # A missing Secret, or one whose broker refused us, is read again this soon.
 MISSING_SECRET_TTL_SECONDS = 5.0
 SECRET_DEADLINE_SECONDS = 5.0
+# A broker that refuses us may have a new password: its Secret is read again, at most this
+# often (a rotated Secret is picked up within seconds, a dead broker costs few reads).
+REFRESH_ON_FAILURE_SECONDS = 2.0
 SECRET_REQUEST_TIMEOUT = (2.0, 5.0)
 # Backlog changes reach status at most this often unless replicas change too.
 STATUS_EVERY_SECONDS = 5.0
@@ -454,12 +457,12 @@ class Scaler:
 
     def _refresh_secret_soon(self, target: Target) -> None:
         """The broker refused or did not answer: maybe its Secret changed. Read it again
-        at the next poll, at most every MISSING_SECRET_TTL_SECONDS."""
+        at the next poll, at most every REFRESH_ON_FAILURE_SECONDS."""
         secret = target.source.secret
         if secret is None:
             return
         cached = self._secrets.get(secret)
-        if cached is not None and self.clock() - cached[0] >= MISSING_SECRET_TTL_SECONDS:
+        if cached is not None and self.clock() - cached[0] >= REFRESH_ON_FAILURE_SECONDS:
             self._secrets[secret] = (cached[0] - SECRET_TTL_SECONDS, cached[1])
 
     # --- the decision ---------------------------------------------------------------------
