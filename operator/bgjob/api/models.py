@@ -274,7 +274,6 @@ def broker_url_rules(backend: str) -> tuple[Rule, ...]:
         return None if s.url is None else urls.split(s.url)
 
     listed = ", ".join(f"'{scheme}'" for scheme in schemes)
-    path_rule = urls.PATHS[backend]
     return (
         Rule(
             cel=f"!has(self.url) || ({urls.cel_shape('url')})",
@@ -291,16 +290,16 @@ def broker_url_rules(backend: str) -> tuple[Rule, ...]:
             holds=lambda s: (p := parts(s)) is None or p.scheme in schemes,
         ),
         Rule(
-            cel=urls.cel_host("url"),
+            cel=urls.cel_matches("url", urls.HOST_RULE),
             message="must name a host: a DNS name or an IP address",
             field_path=".url",
-            holds=lambda s: (p := parts(s)) is None or urls.host_ok(p),
+            holds=lambda s: parts(s) is None or urls.host_ok(s.url),
         ),
         Rule(
-            cel=urls.cel_port("url"),
+            cel=urls.cel_matches("url", urls.PORT_RULE),
             message="port must be a number from 1 to 65535",
             field_path=".url",
-            holds=lambda s: (p := parts(s)) is None or urls.port_ok(p),
+            holds=lambda s: parts(s) is None or urls.port_ok(s.url),
         ),
         Rule(
             cel="!has(self.url) || !self.url.contains('?')",
@@ -311,12 +310,12 @@ def broker_url_rules(backend: str) -> tuple[Rule, ...]:
             holds=lambda s: s.url is None or "?" not in s.url,
         ),
         Rule(
-            cel=urls.cel_guarded("url", f'U.getEscapedPath().matches(r"{path_rule}")'),
+            cel=urls.cel_matches("url", urls.PATH_RULES[backend]),
             message="path must be a database number, e.g. /0"
             if backend == "redis"
             else "path must be one vhost, e.g. /%2F or /orders",
             field_path=".url",
-            holds=lambda s: (p := parts(s)) is None or urls.path_ok(p, backend),
+            holds=lambda s: parts(s) is None or urls.path_ok(s.url, backend),
         ),
     )
 
@@ -363,23 +362,23 @@ class RabbitMQQueue(Broker):
             ),
         ),
         Rule(
-            cel=urls.cel_host("managementUrl", urls.MANAGEMENT_SHAPE),
+            cel=urls.cel_matches("managementUrl", urls.HOST_RULE, urls.MANAGEMENT_SHAPE),
             message="must name a host: a DNS name or an IP address",
             field_path=".managementUrl",
             holds=lambda s: (
                 s.management_url is None
-                or (p := urls.split(s.management_url, urls.MANAGEMENT_SHAPE)) is None
-                or urls.host_ok(p)
+                or urls.split(s.management_url, urls.MANAGEMENT_SHAPE) is None
+                or urls.host_ok(s.management_url)
             ),
         ),
         Rule(
-            cel=urls.cel_port("managementUrl", urls.MANAGEMENT_SHAPE),
+            cel=urls.cel_matches("managementUrl", urls.PORT_RULE, urls.MANAGEMENT_SHAPE),
             message="port must be a number from 1 to 65535",
             field_path=".managementUrl",
             holds=lambda s: (
                 s.management_url is None
-                or (p := urls.split(s.management_url, urls.MANAGEMENT_SHAPE)) is None
-                or urls.port_ok(p)
+                or urls.split(s.management_url, urls.MANAGEMENT_SHAPE) is None
+                or urls.port_ok(s.management_url)
             ),
         ),
         Rule(

@@ -46,13 +46,24 @@ BROKER_SHAPE = (
 )
 # The management API: no credentials, no query, no fragment.
 MANAGEMENT_SHAPE = rf"^https?://{_HOST}(?::[0-9]*)?(?:/{_PATH})?$"
-HOSTNAME = (
-    r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$"
-    r"|^[0-9A-Fa-f.]*:[0-9A-Fa-f:.]*$"
+# The rules below read the whole URL (the API server bounds the cost of a regex on a
+# field with a maxLength, not on what url() returns), within the grammar above.
+_SCHEME = r"^[a-z][a-z0-9+.-]*://"
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+# A host is a DNS name (or IPv4 address) of well-formed labels, or an IPv6 literal.
+HOST_RULE = (
+    _SCHEME + rf"(?:[^@/?#]*@)?(?:{_LABEL}(?:\.{_LABEL})*\.?|\[[0-9A-Fa-f.]*:[0-9A-Fa-f:.]*\])"
+    r"(?::[0-9]*)?(?:[/?].*)?$"
 )
-PORT = r"^[0-9]{1,5}$"
+_PORT_NUMBER = (
+    r"(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
+)
+PORT_RULE = _SCHEME + rf"(?:[^@/?#]*@)?(?:\[[^\]]*\]|[^:/?#\[]*)(?::{_PORT_NUMBER}?)?(?:[/?].*)?$"
 # The path each backend gives a meaning to: a Redis database number, an AMQP vhost.
-PATHS = {"redis": r"^(/[0-9]{0,5})?$", "rabbitmq": r"^(/[^/]*)?$", "management": r"^(/.*)?$"}
+PATH_RULES = {
+    "redis": _SCHEME + r"[^/?#]*(?:/[0-9]{0,5})?(?:\?.*)?$",
+    "rabbitmq": _SCHEME + r"[^/?#]*(?:/[^/?#]*)?(?:\?.*)?$",
+}
 
 _SPLIT = re.compile(
     r"^(?P<scheme>[a-z][a-z0-9+.-]*)://(?:(?P<userinfo>[^@/?]*)@)?"
@@ -107,18 +118,16 @@ def split(url: str, shape: str = BROKER_SHAPE) -> Parts | None:
     )
 
 
-def host_ok(parts: Parts) -> bool:
-    return re.match(HOSTNAME, parts.hostname) is not None
+def host_ok(url: str) -> bool:
+    return re.match(HOST_RULE, url) is not None
 
 
-def port_ok(parts: Parts) -> bool:
-    return parts.port == "" or (
-        re.match(PORT, parts.port) is not None and 1 <= int(parts.port) <= 65535
-    )
+def port_ok(url: str) -> bool:
+    return re.match(PORT_RULE, url) is not None
 
 
-def path_ok(parts: Parts, backend: str) -> bool:
-    return re.match(PATHS[backend], parts.path) is not None
+def path_ok(url: str, backend: str) -> bool:
+    return re.match(PATH_RULES[backend], url) is not None
 
 
 def broker_problem(url: str, backend: str) -> str | None:
@@ -129,13 +138,13 @@ def broker_problem(url: str, backend: str) -> str | None:
         return "is not a URL the operator accepts (RFC 3986 characters, no fragment)"
     if parts.scheme not in SCHEMES[backend]:
         return f"scheme must be {' or '.join(SCHEMES[backend])}"
-    if not host_ok(parts):
+    if not host_ok(url):
         return "must name a host: a DNS name or an IP address"
-    if not port_ok(parts):
+    if not port_ok(url):
         return "port must be a number from 1 to 65535"
     if parts.query is not None:
         return f"must not carry query options ({option_names(parts.query)})"
-    if not path_ok(parts, backend):
+    if not path_ok(url, backend):
         return "path must be a database number" if backend == "redis" else "path must be a vhost"
     return None
 
@@ -158,20 +167,14 @@ def cel_shape(field: str, shape: str = BROKER_SHAPE) -> str:
 
 
 def cel_guarded(field: str, check: str, shape: str = BROKER_SHAPE) -> str:
-    """CEL: ``check`` (``U`` stands for the parsed URL) holds when the field is set and
+    """CEL: ``check`` (``U.`` stands for the parsed URL) holds when the field is set and
     well formed; the shape rule reports the rest."""
     check = check.replace("U.", f"url(self.{field}).")
     return f"!has(self.{field}) || !({cel_shape(field, shape)}) || ({check})"
 
 
-def cel_host(field: str, shape: str = BROKER_SHAPE) -> str:
-    return cel_guarded(field, f'U.getHostname().matches(r"{HOSTNAME}")', shape)
-
-
-def cel_port(field: str, shape: str = BROKER_SHAPE) -> str:
-    return cel_guarded(
-        field,
-        f'U.getPort() == "" || (U.getPort().matches(r"{PORT}") && '
-        "int(U.getPort()) >= 1 && int(U.getPort()) <= 65535)",
-        shape,
+def cel_matches(field: str, pattern: str, shape: str = BROKER_SHAPE) -> str:
+    """CEL: the well-formed field matches ``pattern`` too."""
+    return (
+        f'!has(self.{field}) || !({cel_shape(field, shape)}) || self.{field}.matches(r"{pattern}")'
     )
