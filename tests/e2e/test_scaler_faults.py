@@ -73,14 +73,21 @@ class ReplicaWatch:
         self.thread.start()
 
     def _run(self) -> None:
-        for event in self.watch.stream(
+        stream = self.watch.stream(
             self.apps.list_namespaced_deployment, self.namespace, timeout_seconds=1800
-        ):
-            item = event["object"]
-            with self.changed:
-                history = self.seen.setdefault(item.metadata.name, [])
-                history.append((time.monotonic(), int(item.spec.replicas or 0)))
-                self.changed.notify_all()
+        )
+        try:
+            for event in stream:
+                item = event["object"]
+                with self.changed:
+                    history = self.seen.setdefault(item.metadata.name, [])
+                    history.append((time.monotonic(), int(item.spec.replicas or 0)))
+                    self.changed.notify_all()
+        except Exception:  # stopped: the stream's connection is cut
+            if not self.stopped:
+                raise
+
+    stopped = False
 
     def reached(self, name: str, replicas: int, since: float, timeout: float = 20) -> float:
         """When ``name`` first showed ``replicas`` after ``since``."""
@@ -96,6 +103,7 @@ class ReplicaWatch:
                 self.changed.wait(left)
 
     def stop(self) -> None:
+        self.stopped = True
         self.watch.stop()
 
 
@@ -182,6 +190,7 @@ def test_black_holes_do_not_slow_healthy_queues_in_other_namespaces(
             hole.close()
 
 
+@pytest.mark.timeout(900)
 def test_rotated_credentials_resume_scaling_without_leaking_descriptors(
     kubectl: Kubectl, ns: str, operator: Operator
 ) -> None:

@@ -113,3 +113,15 @@ def test_every_resolved_address_is_checked_and_the_dial_uses_a_checked_one() -> 
         "10.0.0.0/8",
         "fd00::1/128",
     ]
+
+
+def test_the_run_command_takes_the_denied_networks() -> None:
+    from bgjob.cli import parser
+
+    default = parser().parse_args(["run"]).deny_networks
+    assert [str(n) for n in default] == ["169.254.0.0/16", "fe80::/10", "fd00:ec2::254/128"]
+    chosen = parser().parse_args(["run", "--deny-networks", "10.0.0.0/8,169.254.0.0/16"])
+    assert [str(n) for n in chosen.deny_networks] == ["10.0.0.0/8", "169.254.0.0/16"]
+    assert parser().parse_args(["run", "--deny-networks="]).deny_networks == ()
+    with pytest.raises(SystemExit):
+        parser().parse_args(["run", "--deny-networks", "not-a-network"])

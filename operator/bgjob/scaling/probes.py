@@ -21,6 +21,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Hashable, Iterator
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
@@ -48,6 +49,7 @@ MAX_CLIENTS = 256
 HEARTBEAT_SECONDS = 30
 
 C = TypeVar("C")
+_CLOSER = ThreadPoolExecutor(1, thread_name_prefix="broker-close")
 
 
 class ProbeError(Exception):
@@ -129,11 +131,18 @@ class ClientPool(Generic[C]):
     """Clients by URL: reference counted, closed with their last user, at most ``cap`` open."""
 
     def __init__(
-        self, open_client: Callable[[str, float], C], close_client: Callable[[C], None], cap: int
+        self,
+        open_client: Callable[[str, float], C],
+        close_client: Callable[[C], None],
+        cap: int,
+        closer: Executor | None = None,
     ) -> None:
         self._open = open_client
         self._close = close_client
         self.cap = cap
+        # Where released clients are closed: not on the caller's thread (a reconcile
+        # worker) when given, since closing a connection to a dying broker can block.
+        self._closer = closer
         self._entries: dict[str, _Entry[C]] = {}
         self._lock = threading.Lock()
 
@@ -150,7 +159,10 @@ class ClientPool(Generic[C]):
             if entry.users:
                 return
             del self._entries[url]
-        self._shut(entry)
+        if self._closer is None:
+            self._shut(entry)
+        else:
+            self._closer.submit(self._shut, entry)
 
     def users(self, url: str) -> int:
         with self._lock:
@@ -294,7 +306,7 @@ class RedisProbe:
 
     def __init__(self, policy: NetworkPolicy | None = None, cap: int = MAX_CLIENTS) -> None:
         self.policy = policy or NetworkPolicy()
-        self.pool: ClientPool[_RedisClient] = ClientPool(self._open, self._close, cap)
+        self.pool: ClientPool[_RedisClient] = ClientPool(self._open, self._close, cap, _CLOSER)
 
     def _open(self, url: str, timeout: float) -> _RedisClient:
         parts = urls.split(url)
@@ -369,7 +381,9 @@ class RabbitMQProbe:
 
     def __init__(self, policy: NetworkPolicy | None = None, cap: int = MAX_CLIENTS) -> None:
         self.policy = policy or NetworkPolicy()
-        self.pool: ClientPool[pika.BlockingConnection] = ClientPool(self._open, self._close, cap)
+        self.pool: ClientPool[pika.BlockingConnection] = ClientPool(
+            self._open, self._close, cap, _CLOSER
+        )
 
     def _open(self, url: str, timeout: float) -> pika.BlockingConnection:
         parts = urls.split(url)
