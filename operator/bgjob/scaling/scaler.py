@@ -95,7 +95,7 @@ class Target:
     reported_at: float = 0.0
     polling: bool = False  # a poll task for it is running
     late_rounds: int = 0
-    url_in_use: str | None = None  # the URL it holds a pooled client by
+    url_in_use: tuple[str, str] | None = None  # (backend, URL) it holds a pooled client by
 
 
 @dataclass(frozen=True)
@@ -221,7 +221,8 @@ class Scaler:
     def _forget(self, target: Target) -> None:
         """Let go of what a target held (with the lock held)."""
         if target.url_in_use is not None:
-            self.probes[target.source.backend].release(target.url_in_use, target.key)
+            backend, url = target.url_in_use
+            self.probes[backend].release(url, target.key)
             target.url_in_use = None
         self._evict_secrets()
 
@@ -290,7 +291,8 @@ class Scaler:
                 if target.late_rounds < LATE_ROUNDS_TO_REPORT:
                     return
                 outcome = ProbeError(f"{ref}: no answer within {deadline_of(target.interval)}s")
-            target.late_rounds = 0 if not isinstance(outcome, ProbeError) else target.late_rounds
+            else:
+                target.late_rounds = 0
             if isinstance(outcome, ProbeError):
                 log.debug("probe failed bgjob=%s/%s %s", *target.key, outcome.detail)
                 self._refresh_secret_soon(target)
@@ -309,12 +311,13 @@ class Scaler:
         with self._lock:
             if self._targets.get(target.key) is not target:
                 return False
-            if target.url_in_use != url:
-                probe = self.probes[target.source.backend]
-                probe.retain(url, target.key)
+            using = (target.source.backend, url)
+            if target.url_in_use != using:
+                self.probes[using[0]].retain(url, target.key)
                 if target.url_in_use is not None:
-                    probe.release(target.url_in_use, target.key)
-                target.url_in_use = url
+                    backend, old = target.url_in_use
+                    self.probes[backend].release(old, target.key)
+                target.url_in_use = using
             return True
 
     async def _probe_shared(self, ref: QueueRef, deadline: float) -> int | ProbeError | None:
