@@ -17,6 +17,7 @@ import yaml
 from bgjob import __version__
 from bgjob.api.crd import NoAliasDumper, crd_yaml
 from bgjob.api.models import KIND, InvalidSpec, parse
+from bgjob.scaling import network
 
 log = logging.getLogger("bgjob.cli")
 
@@ -40,6 +41,13 @@ def _configure_logging(level: str) -> None:
     logging.getLogger("pika").setLevel(logging.CRITICAL)
 
 
+def _networks(value: str) -> tuple[network.Network, ...]:
+    try:
+        return network.parse_networks(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def _address(value: str) -> tuple[str, int]:
     host, _, port = value.rpartition(":")
     return host or "127.0.0.1", int(port)
@@ -58,6 +66,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bgjob.leader import LeaderElector, default_identity
 
     _configure_logging(args.log_level)
+    network.set_default_policy(network.NetworkPolicy(args.deny_networks))
     namespaces = tuple(args.namespace or ())
     kube = Kube(load_config())
     elector = None
@@ -82,10 +91,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     start_http_server(metrics_port, addr=metrics_host)
     health_host, health_port = _address(args.health_address)
     log.info(
-        "starting version=%s namespaces=%s scaling_engine=%s health=%s:%d metrics=%s:%d",
+        "starting version=%s namespaces=%s scaling_engine=%s denied_networks=%s "
+        "health=%s:%d metrics=%s:%d",
         __version__,
         ",".join(namespaces) or "*",
         engine,
+        ",".join(str(n) for n in args.deny_networks) or "none",
         health_host,
         health_port,
         metrics_host,
@@ -211,6 +222,15 @@ def parser() -> argparse.ArgumentParser:
         default="builtin",
         help="who scales queue workers: the built-in scaler, or KEDA through ScaledObjects "
         "(needs KEDA's CRDs; without them the operator warns and uses builtin)",
+    )
+    run.add_argument(
+        "--deny-networks",
+        type=_networks,
+        default=network.parse_networks(network.DEFAULT_DENIED),
+        metavar="CIDR,...",
+        help="networks the operator never dials for a BackgroundJob's queue, checked on every "
+        "resolved address (IPv4-mapped forms too); replaces the default "
+        f"{','.join(network.DEFAULT_DENIED)} (link-local: cloud metadata); '' denies nothing",
     )
     run.set_defaults(handler=cmd_run)
 

@@ -46,16 +46,18 @@ def stop(process: subprocess.Popen[bytes] | None, timeout: float = 20) -> None:
 
 
 class RedisServer:
-    """redis-server on 127.0.0.1, no persistence."""
+    """redis-server on 127.0.0.1, no persistence; with ``password``, clients must AUTH."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, password: str | None = None) -> None:
         self.port = port or free_port()
+        self.password = password
         self.dir = Path(tempfile.mkdtemp(prefix="bgjob-redis-"))
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
         binary = shutil.which("redis-server")
@@ -70,6 +72,7 @@ class RedisServer:
                 "--save", "",
                 "--appendonly", "no",
                 "--dir", str(self.dir),
+                *(["--requirepass", self.password] if self.password else []),
             ],
             stdout=log.open("ab"),
             stderr=subprocess.STDOUT,
@@ -149,3 +152,17 @@ class RabbitMQServer:
         stop(self.process, timeout=30)
         stop(self.epmd)
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class BlackHole:
+    """A port that accepts TCP connections (the kernel completes the handshake) and never
+    answers a byte: what a broker behind a dead route or a stuck process looks like."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(1024)  # never accepted: connections wait in the backlog
+        self.port: int = self.sock.getsockname()[1]
+
+    def close(self) -> None:
+        self.sock.close()

@@ -244,6 +244,8 @@ def test_rabbitmq_management_api_counts_messages_in_flight(
                             "urlFrom": {"secretKeyRef": {"name": "rabbit", "key": "url"}},
                             "queue": queue,
                             "managementUrl": rabbitmq_server.management_url,
+                            # The test bed's management API is plain http on loopback.
+                            "allowInsecureManagement": True,
                         },
                         "targetPerReplica": 3,
                     }

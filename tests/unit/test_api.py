@@ -377,5 +377,12 @@ def test_a_management_url_with_credentials_is_rejected() -> None:
     }
     with pytest.raises(InvalidSpec, match=r"spec\.trigger\.queue\.rabbitmq\.managementUrl"):
         parse({"metadata": {"name": "x"}, "spec": spec})
-    spec["trigger"]["queue"]["rabbitmq"]["managementUrl"] = "http://rabbit:15672"  # type: ignore[index]
+    rabbitmq = spec["trigger"]["queue"]["rabbitmq"]  # type: ignore[index]
+    rabbitmq["managementUrl"] = "https://rabbit:15671"
+    assert parse({"metadata": {"name": "x"}, "spec": spec}).spec.trigger.queue is not None
+    # Plain http carries the credentials in clear text: only when the spec says so.
+    rabbitmq["managementUrl"] = "http://rabbit:15672"
+    with pytest.raises(InvalidSpec, match=r"managementUrl: must be https"):
+        parse({"metadata": {"name": "x"}, "spec": spec})
+    rabbitmq["allowInsecureManagement"] = True
     assert parse({"metadata": {"name": "x"}, "spec": spec}).spec.trigger.queue is not None

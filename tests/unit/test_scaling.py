@@ -138,3 +138,18 @@ def test_a_scale_down_never_undercuts_a_recommendation_within_the_cooldown(
 def test_urls_are_logged_without_their_password(url: str, shown: str) -> None:
     assert redact(url) == shown
     assert "s3cret" not in redact(url)
+
+
+@given(
+    values=st.lists(st.integers(0, 50), min_size=1, max_size=200),
+    window=st.integers(0, 30),
+)
+def test_the_bounded_history_is_the_highest_recommendation_in_the_window(
+    values: list[int], window: int
+) -> None:
+    history = History()
+    for now, value in enumerate(values):
+        history.remember(now, value, window)
+        in_window = [v for t, v in enumerate(values[: now + 1]) if t >= now - window]
+        assert history.highest() == max(in_window)
+        assert len(history.recommendations) <= 51  # at most one entry per distinct value

@@ -21,6 +21,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from bgjob.api import urls
 from bgjob.api.rules import Rule, exactly_one, exactly_one_cel
 
 GROUP = "bgjob.dev"
@@ -242,8 +243,8 @@ class Broker(ApiModel):
     url: str | None = Field(
         default=None,
         max_length=2048,
-        description="The broker's URL without a password, e.g. redis://host:6379/0 or "
-        "amqp://host:5672/vhost.",
+        description="The broker's URL without a password or query options, e.g. "
+        "redis://host:6379/0 or amqp://host:5672/vhost.",
     )
     url_from: UrlFrom | None = Field(
         default=None, description="Read the URL (with credentials) from a Secret."
@@ -265,13 +266,66 @@ class Broker(ApiModel):
     )
 
 
+def broker_url_rules(backend: str) -> tuple[Rule, ...]:
+    """The URL policy (bgjob.api.urls) of one backend's ``url``, in CEL and Python."""
+    schemes = urls.SCHEMES[backend]
+
+    def parts(s: Broker) -> urls.Parts | None:
+        return None if s.url is None else urls.split(s.url)
+
+    listed = ", ".join(f"'{scheme}'" for scheme in schemes)
+    return (
+        Rule(
+            cel=f"!has(self.url) || ({urls.cel_shape('url')})",
+            message="must be a URL such as "
+            + ("redis://host:6379/0" if backend == "redis" else "amqp://host:5672/vhost")
+            + ": RFC 3986 characters, percent-escapes well formed, no fragment",
+            field_path=".url",
+            holds=lambda s: s.url is None or parts(s) is not None,
+        ),
+        Rule(
+            cel=urls.cel_guarded("url", f"U.getScheme() in [{listed}]"),
+            message=f"scheme must be {' or '.join(schemes)}",
+            field_path=".url",
+            holds=lambda s: (p := parts(s)) is None or p.scheme in schemes,
+        ),
+        Rule(
+            cel=urls.cel_matches("url", urls.HOST_RULE),
+            message="must name a host: a DNS name or an IP address",
+            field_path=".url",
+            holds=lambda s: parts(s) is None or urls.host_ok(s.url),
+        ),
+        Rule(
+            cel=urls.cel_matches("url", urls.PORT_RULE),
+            message="port must be a number from 1 to 65535",
+            field_path=".url",
+            holds=lambda s: parts(s) is None or urls.port_ok(s.url),
+        ),
+        Rule(
+            cel="!has(self.url) || !self.url.contains('?')",
+            message="must not carry query options (socket_timeout, stack_timeout, password, "
+            "...): the operator sets its own timeouts, and credentials belong in a Secret "
+            "(urlFrom)",
+            field_path=".url",
+            holds=lambda s: s.url is None or "?" not in s.url,
+        ),
+        Rule(
+            cel=urls.cel_matches("url", urls.PATH_RULES[backend]),
+            message="path must be a database number, e.g. /0"
+            if backend == "redis"
+            else "path must be one vhost, e.g. /%2F or /orders",
+            field_path=".url",
+            holds=lambda s: parts(s) is None or urls.path_ok(s.url, backend),
+        ),
+    )
+
+
 class RedisQueue(Broker):
     """A Redis list; the backlog is its length (LLEN)."""
 
     list: str = Field(description="Name of the Redis list.", min_length=1, max_length=1024)
 
-
-MANAGEMENT_URL = r"^https?://[^/@]+(/.*)?$"
+    rules = (*Broker.rules, *broker_url_rules("redis"))
 
 
 class RabbitMQQueue(Broker):
@@ -282,19 +336,61 @@ class RabbitMQQueue(Broker):
     management_url: str | None = Field(
         default=None,
         max_length=2048,
-        description="The management API, e.g. http://rabbitmq:15672, without credentials: "
-        "it is called with the AMQP URL's user and password. When set, the backlog is "
-        "ready plus unacknowledged messages, so workers busy with messages count too.",
+        description="The management API, e.g. https://rabbitmq:15671, without credentials, "
+        "query or fragment. It is called with the AMQP URL's user and password, and only "
+        "when its host is the AMQP URL's host; redirects are errors. When set, the backlog "
+        "is ready plus unacknowledged messages, so workers busy with messages count too.",
+    )
+    allow_insecure_management: bool = Field(
+        default=False,
+        description="Allow an http:// managementUrl: the broker's credentials then cross "
+        "the network in clear text. Off by default: managementUrl must be https.",
     )
 
     rules = (
         *Broker.rules,
+        *broker_url_rules("rabbitmq"),
         Rule(
-            cel=f"!has(self.managementUrl) || self.managementUrl.matches(r'{MANAGEMENT_URL}')",
-            message="must be an http(s) URL without credentials, e.g. http://rabbitmq:15672",
+            cel="!has(self.managementUrl) || "
+            f"({urls.cel_shape('managementUrl', urls.MANAGEMENT_SHAPE)})",
+            message="must be an http(s) URL without credentials, query or fragment, "
+            "e.g. https://rabbitmq:15671",
             field_path=".managementUrl",
             holds=lambda s: (
-                s.management_url is None or re.match(MANAGEMENT_URL, s.management_url) is not None
+                s.management_url is None
+                or urls.split(s.management_url, urls.MANAGEMENT_SHAPE) is not None
+            ),
+        ),
+        Rule(
+            cel=urls.cel_matches("managementUrl", urls.HOST_RULE, urls.MANAGEMENT_SHAPE),
+            message="must name a host: a DNS name or an IP address",
+            field_path=".managementUrl",
+            holds=lambda s: (
+                s.management_url is None
+                or urls.split(s.management_url, urls.MANAGEMENT_SHAPE) is None
+                or urls.host_ok(s.management_url)
+            ),
+        ),
+        Rule(
+            cel=urls.cel_matches("managementUrl", urls.PORT_RULE, urls.MANAGEMENT_SHAPE),
+            message="port must be a number from 1 to 65535",
+            field_path=".managementUrl",
+            holds=lambda s: (
+                s.management_url is None
+                or urls.split(s.management_url, urls.MANAGEMENT_SHAPE) is None
+                or urls.port_ok(s.management_url)
+            ),
+        ),
+        Rule(
+            cel="!has(self.managementUrl) || self.managementUrl.startsWith('https://') || "
+            "(has(self.allowInsecureManagement) && self.allowInsecureManagement)",
+            message="must be https: it is sent the broker's credentials (set "
+            "allowInsecureManagement: true to allow http)",
+            field_path=".managementUrl",
+            holds=lambda s: (
+                s.management_url is None
+                or s.management_url.startswith("https://")
+                or s.allow_insecure_management
             ),
         ),
     )

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass, field
 
 
@@ -24,22 +25,40 @@ class Limits:
     cooldown_seconds: float
 
 
+# Entries a History keeps at most, whatever the cooldown: beyond it the two oldest merge
+# into one that keeps the higher recommendation for the later time (scaling down later,
+# never earlier).
+HISTORY_CAP = 256
+
+
 @dataclass
 class History:
-    """Recent recommendations, newest last: (time, replicas)."""
+    """Recent recommendations as a monotonic deque, oldest first: (time, replicas) with
+    replicas strictly decreasing, so the front is the highest one in the window.
 
-    recommendations: list[tuple[float, int]] = field(default_factory=list)
+    A recommendation below a newer one can never be the highest again, so it is dropped
+    on arrival: memory is bounded by the distinct values (and HISTORY_CAP), each poll
+    costs O(1) amortised, however long the cooldown."""
+
+    recommendations: deque[tuple[float, int]] = field(default_factory=deque)
 
     def remember(self, now: float, replicas: int, window: float) -> None:
         """Add a recommendation and forget those older than the window."""
-        self.recommendations.append((now, replicas))
+        kept = self.recommendations
+        while kept and kept[-1][1] <= replicas:
+            kept.pop()
+        kept.append((now, replicas))
         cutoff = now - window
-        while len(self.recommendations) > 1 and self.recommendations[0][0] < cutoff:
-            self.recommendations.pop(0)
+        while len(kept) > 1 and kept[0][0] < cutoff:
+            kept.popleft()
+        if len(kept) > HISTORY_CAP:
+            oldest = kept.popleft()
+            second = kept.popleft()
+            kept.appendleft((second[0], oldest[1]))
 
     def highest(self) -> int:
         """The highest recommendation still in the window."""
-        return max(replicas for _, replicas in self.recommendations)
+        return self.recommendations[0][1]
 
 
 def recommended_replicas(backlog: int, current: int, limits: Limits) -> int:

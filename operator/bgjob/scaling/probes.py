@@ -1,30 +1,73 @@
 """Backlog probes: how many messages wait in a Redis list or a RabbitMQ queue.
 
-Each probe keeps one connection per broker URL and reuses it across polls; a
-failed call drops the connection so the next poll reconnects. URLs may carry
-credentials: they are never logged (``redact``) nor put into status or Events.
+Every call has a deadline (``timeout``) that bounds connecting, the handshake
+and the read. Clients are kept per broker URL in a ``ClientPool``: reference
+counted by the BackgroundJobs that use the URL, closed when the last one goes,
+capped in number, each with its own lock. Clients are built from the URL's
+parsed parts (never from query options) and dial only addresses the
+``NetworkPolicy`` allows. Failures reach status as one generic message; the
+detail goes to the debug log, without credentials.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import http.client
 import json
+import logging
+import socket
+import ssl
 import threading
-import urllib.error
-import urllib.request
-from dataclasses import dataclass
-from typing import Protocol
+import time
+from collections.abc import Callable, Hashable, Iterator
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Generic, Protocol, TypeVar
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import pika
+import pika.exceptions
 import redis
+import redis.backoff
+import redis.connection
+import redis.retry
 
-TIMEOUT_SECONDS = 2.0
+from bgjob.api import urls
+from bgjob.scaling.network import NetworkPolicy
+
+log = logging.getLogger("bgjob.scaler")
+
+# The one message status shows for refused, timed out, denied and protocol errors:
+# anything more precise would let a tenant map the operator's network.
+UNREACHABLE = (
+    "cannot read the backlog from the broker (refused, timed out, denied by the operator's "
+    "network policy, or not a broker); details are in the operator's debug log"
+)
+MANAGEMENT_BODY_LIMIT = 64 * 1024
+MAX_CLIENTS = 256
+HEARTBEAT_SECONDS = 30
+
+C = TypeVar("C")
+_CLOSER = ThreadPoolExecutor(1, thread_name_prefix="broker-close")
 
 
 class ProbeError(Exception):
-    """The backlog could not be read; the message is safe to show (no credentials)."""
+    """The backlog could not be read. ``public`` is safe for status and Events; ``detail``
+    (also free of credentials) is for the debug log."""
+
+    def __init__(
+        self,
+        detail: str,
+        public: str = UNREACHABLE,
+        reason: str = "QueueUnreachable",
+        stalled: bool = False,
+    ) -> None:
+        super().__init__(public)
+        self.detail = detail
+        self.public = public
+        self.reason = reason
+        self.stalled = stalled
 
 
 @dataclass(frozen=True)
@@ -35,9 +78,13 @@ class QueueRef:
     url: str
     name: str
     management_url: str | None = None  # RabbitMQ: count unacknowledged messages too
+    allow_insecure_management: bool = False
 
     def __str__(self) -> str:
         return f"{self.backend} {redact(self.url)} {self.name}"
+
+    def __repr__(self) -> str:  # never the password, wherever a ref is printed
+        return f"QueueRef({self})"
 
 
 def redact(url: str) -> str:
@@ -54,128 +101,434 @@ def redact(url: str) -> str:
         if port:
             netloc += f":{port}"
         parts = parts._replace(netloc=netloc)
-    return urlunsplit(parts)
+    return urlunsplit(parts._replace(fragment=""))
 
 
 class Probe(Protocol):
     """Reads the backlog of one kind of broker."""
 
-    def backlog(self, queue: QueueRef) -> int: ...
+    def backlog(self, queue: QueueRef, timeout: float) -> int: ...
+
+    def retain(self, url: str, user: Hashable) -> None: ...
+
+    def release(self, url: str, user: Hashable) -> None: ...
 
     def close(self) -> None: ...
+
+
+# --- the pool -------------------------------------------------------------------------
+
+
+@dataclass
+class _Entry(Generic[C]):
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    client: C | None = None
+    users: set[Hashable] = field(default_factory=set)
+    used: float = 0.0
+
+
+class ClientPool(Generic[C]):
+    """Clients by URL: reference counted, closed with their last user, at most ``cap`` open."""
+
+    def __init__(
+        self,
+        open_client: Callable[[str, float], C],
+        close_client: Callable[[C], None],
+        cap: int,
+        closer: Executor | None = None,
+    ) -> None:
+        self._open = open_client
+        self._close = close_client
+        self.cap = cap
+        # Where released clients are closed: not on the caller's thread (a reconcile
+        # worker) when given, since closing a connection to a dying broker can block.
+        self._closer = closer
+        self._entries: dict[str, _Entry[C]] = {}
+        self._lock = threading.Lock()
+
+    def retain(self, url: str, user: Hashable) -> None:
+        with self._lock:
+            self._entries.setdefault(url, _Entry()).users.add(user)
+
+    def release(self, url: str, user: Hashable) -> None:
+        with self._lock:
+            entry = self._entries.get(url)
+            if entry is None:
+                return
+            entry.users.discard(user)
+            if entry.users:
+                return
+            del self._entries[url]
+        if self._closer is None:
+            self._shut(entry)
+        else:
+            self._closer.submit(self._shut, entry)
+
+    def users(self, url: str) -> int:
+        with self._lock:
+            entry = self._entries.get(url)
+            return 0 if entry is None else len(entry.users)
+
+    def open_clients(self) -> int:
+        with self._lock:
+            return sum(entry.client is not None for entry in self._entries.values())
+
+    def _shut(self, entry: _Entry[C]) -> None:
+        """Close an entry's client once no call is using it (or leave that to the call)."""
+        if entry.lock.acquire(blocking=False):
+            try:
+                client, entry.client = entry.client, None
+            finally:
+                entry.lock.release()
+            if client is not None:
+                self._quietly_close(client)
+        # Otherwise the call in progress sees the entry gone and closes it when done.
+
+    def _quietly_close(self, client: C) -> None:
+        with contextlib.suppress(Exception):
+            self._close(client)
+
+    def _make_room(self) -> None:
+        """Close the least recently used idle clients beyond the cap (they reconnect later)."""
+        with self._lock:
+            open_entries = [e for e in self._entries.values() if e.client is not None]
+            excess = len(open_entries) - self.cap + 1
+            victims = sorted(open_entries, key=lambda e: e.used)[: max(0, excess)]
+        for entry in victims:
+            self._shut(entry)
+
+    @contextlib.contextmanager
+    def use(self, url: str, timeout: float) -> Iterator[_Handle[C]]:
+        """Hold this URL's client (and only its lock) for one call; a failing call drops it."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            entry = self._entries.get(url)
+            if entry is None:
+                entry = _Entry()  # nobody retains it: closed right after this call
+        if not entry.lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            raise TimeoutError("another call to this broker is still running")
+        handle = _Handle(self, entry, url, deadline)
+        try:
+            yield handle
+        except BaseException:
+            handle.reset()
+            raise
+        finally:
+            entry.used = time.monotonic()
+            with self._lock:
+                orphan = self._entries.get(url) is not entry
+            if orphan:
+                handle.reset()
+            entry.lock.release()
+
+    def drop(self, url: str) -> None:
+        """Close the client of a URL that just failed (the next call reconnects)."""
+        with self._lock:
+            entry = self._entries.get(url)
+        if entry is not None:
+            self._shut(entry)
+
+    def close(self) -> None:
+        with self._lock:
+            entries = list(self._entries.values())
+            self._entries.clear()
+        for entry in entries:
+            self._shut(entry)
+
+
+class _Handle(Generic[C]):
+    """One call's hold on a pooled client (the entry's lock is held)."""
+
+    def __init__(self, pool: ClientPool[C], entry: _Entry[C], url: str, deadline: float) -> None:
+        self.pool, self.entry, self.url, self.deadline = pool, entry, url, deadline
+        self.reused = entry.client is not None
+
+    def left(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def get(self) -> C:
+        if self.entry.client is None:
+            self.pool._make_room()
+            self.entry.client = self.pool._open(self.url, max(0.05, self.left()))
+        return self.entry.client
+
+    def reset(self) -> None:
+        stale, self.entry.client = self.entry.client, None
+        if stale is not None:
+            self.pool._quietly_close(stale)
+
+
+RECONNECTABLE = (redis.ConnectionError, pika.exceptions.AMQPConnectionError, OSError)
+
+
+def _with_reconnect(pool: ClientPool[C], url: str, timeout: float, call: Callable[[C], int]) -> int:
+    """Run ``call`` on the URL's client; a reused client that fails (the broker dropped an
+    idle connection) is replaced once, within the same deadline."""
+    with pool.use(url, timeout) as handle:
+        try:
+            return call(handle.get())
+        except RECONNECTABLE:
+            if not handle.reused or handle.left() < 0.05:
+                raise
+        handle.reset()
+        return call(handle.get())
+
+
+# --- Redis ----------------------------------------------------------------------------
+
+
+class _PolicyConnection(redis.connection.Connection):
+    """A Redis connection that dials only addresses the network policy allows."""
+
+    def __init__(self, *args: Any, policy: NetworkPolicy, **kwargs: Any) -> None:
+        self.policy = policy
+        super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
+
+    def _connect(self) -> socket.socket:
+        timeout = float(self.socket_connect_timeout or 1.0)
+        sock = self.policy.connect(self.host, int(self.port), timeout)
+        sock.settimeout(self.socket_timeout)
+        return sock
+
+
+class _PolicySSLConnection(redis.connection.SSLConnection, _PolicyConnection):
+    """rediss://: TLS (certificate and hostname checked) over a policy-checked socket."""
+
+
+@dataclass
+class _RedisClient:
+    client: redis.Redis
+    pool: redis.ConnectionPool
 
 
 class RedisProbe:
     """LLEN of a Redis list."""
 
-    def __init__(self) -> None:
-        self._clients: dict[str, redis.Redis] = {}
-        self._lock = threading.Lock()
+    def __init__(self, policy: NetworkPolicy | None = None, cap: int = MAX_CLIENTS) -> None:
+        self.policy = policy or NetworkPolicy()
+        self.pool: ClientPool[_RedisClient] = ClientPool(self._open, self._close, cap, _CLOSER)
 
-    def _client(self, url: str) -> redis.Redis:
-        with self._lock:
-            client = self._clients.get(url)
-            if client is None:
-                client = redis.Redis.from_url(
-                    url,
-                    socket_timeout=TIMEOUT_SECONDS,
-                    socket_connect_timeout=TIMEOUT_SECONDS,
-                    health_check_interval=30,
-                )
-                self._clients[url] = client
-            return client
+    def _open(self, url: str, timeout: float) -> _RedisClient:
+        parts = urls.split(url)
+        assert parts is not None, "checked by the scaler before probing"
+        tls = parts.scheme == "rediss"
+        kwargs: dict[str, Any] = {
+            "connection_class": _PolicySSLConnection if tls else _PolicyConnection,
+            "policy": self.policy,
+            "host": parts.hostname,
+            "port": parts.port_number(),
+            "db": int(parts.path[1:] or 0) if len(parts.path) > 1 else 0,
+            "username": parts.username or None,
+            "password": parts.password,
+            "socket_timeout": timeout,
+            "socket_connect_timeout": timeout,
+            "retry": redis.retry.Retry(redis.backoff.NoBackoff(), 0),
+            "health_check_interval": 0,
+            "max_connections": 1,
+        }
+        pool = redis.ConnectionPool(**kwargs)
+        return _RedisClient(redis.Redis(connection_pool=pool), pool)
 
-    def backlog(self, queue: QueueRef) -> int:
+    @staticmethod
+    def _close(client: _RedisClient) -> None:
+        client.pool.disconnect()
+
+    def backlog(self, queue: QueueRef, timeout: float) -> int:
+        def llen(client: _RedisClient) -> int:
+            length = client.client.llen(queue.name)
+            return int(length)  # type: ignore[arg-type]
+
         try:
-            length: int = self._client(queue.url).llen(queue.name)  # type: ignore[assignment]
-            return length
-        except redis.RedisError as error:
-            with self._lock:
-                stale = self._clients.pop(queue.url, None)
-            if stale is not None:
-                stale.close()
-            raise ProbeError(f"redis at {redact(queue.url)}: {error}") from None
+            return _with_reconnect(self.pool, queue.url, timeout, llen)
+        except (redis.RedisError, OSError, ValueError) as error:
+            raise ProbeError(f"redis {queue}: {type(error).__name__}: {error}") from None
+
+    def retain(self, url: str, user: Hashable) -> None:
+        self.pool.retain(url, user)
+
+    def release(self, url: str, user: Hashable) -> None:
+        self.pool.release(url, user)
 
     def close(self) -> None:
-        with self._lock:
-            for client in self._clients.values():
-                with contextlib.suppress(redis.RedisError, OSError):
-                    client.close()
-            self._clients.clear()
+        self.pool.close()
+
+
+# --- RabbitMQ -------------------------------------------------------------------------
+
+
+class _PolicyHTTP(http.client.HTTPConnection):
+    def __init__(self, host: str, port: int, timeout: float, policy: NetworkPolicy) -> None:
+        super().__init__(host, port, timeout=timeout)
+        self.policy = policy
+
+    def connect(self) -> None:
+        self.sock = self.policy.connect(self.host, self.port, float(self.timeout or 1.0))
+
+
+class _PolicyHTTPS(http.client.HTTPSConnection):
+    def __init__(self, host: str, port: int, timeout: float, policy: NetworkPolicy) -> None:
+        super().__init__(host, port, timeout=timeout, context=ssl.create_default_context())
+        self.policy = policy
+
+    def connect(self) -> None:
+        sock = self.policy.connect(self.host, self.port, float(self.timeout or 1.0))
+        self.sock = self._context.wrap_socket(sock, server_hostname=self.host)  # type: ignore[attr-defined]
 
 
 class RabbitMQProbe:
-    """Ready messages of a RabbitMQ queue, by a passive queue_declare over AMQP."""
+    """Ready messages of a RabbitMQ queue, by a passive queue_declare over AMQP, or ready
+    plus unacknowledged ones from the management API."""
 
-    def __init__(self) -> None:
-        self._connections: dict[str, pika.BlockingConnection] = {}
-        self._lock = threading.Lock()
+    def __init__(self, policy: NetworkPolicy | None = None, cap: int = MAX_CLIENTS) -> None:
+        self.policy = policy or NetworkPolicy()
+        self.pool: ClientPool[pika.BlockingConnection] = ClientPool(
+            self._open, self._close, cap, _CLOSER
+        )
 
-    def _connection(self, url: str) -> pika.BlockingConnection:
-        connection = self._connections.get(url)
-        if connection is None or connection.is_closed:
-            params = pika.URLParameters(url)
-            params.socket_timeout = TIMEOUT_SECONDS
-            params.blocked_connection_timeout = TIMEOUT_SECONDS
-            params.connection_attempts = 1
-            params.heartbeat = 30
-            connection = pika.BlockingConnection(params)
-            self._connections[url] = connection
-        return connection
+    def _open(self, url: str, timeout: float) -> pika.BlockingConnection:
+        parts = urls.split(url)
+        assert parts is not None, "checked by the scaler before probing"
+        port = parts.port_number()
+        address = self.policy.checked_address(parts.hostname, port)
+        params = pika.ConnectionParameters(
+            host=address,
+            port=port,
+            virtual_host=unquote(parts.path[1:]) if len(parts.path) > 1 else "/",
+            credentials=pika.PlainCredentials(
+                parts.username or "guest", parts.password if parts.password is not None else "guest"
+            ),
+            connection_attempts=1,
+            retry_delay=0,
+            socket_timeout=timeout,
+            stack_timeout=timeout,
+            blocked_connection_timeout=timeout,
+            heartbeat=HEARTBEAT_SECONDS,
+            ssl_options=(
+                pika.SSLOptions(ssl.create_default_context(), server_hostname=parts.hostname)
+                if parts.scheme == "amqps"
+                else None
+            ),
+        )
+        return pika.BlockingConnection(params)
 
-    def backlog(self, queue: QueueRef) -> int:
+    @staticmethod
+    def _close(connection: pika.BlockingConnection) -> None:
+        if connection.is_open:
+            connection.close()
+
+    def backlog(self, queue: QueueRef, timeout: float) -> int:
         if queue.management_url is not None:
-            return self._management_backlog(queue)
-        # One BlockingConnection must not be used by two threads at once.
-        with self._lock:
+            return self._management_backlog(queue, timeout)
+        missing: list[bool] = []
+
+        def declare(connection: pika.BlockingConnection) -> int:
+            channel = connection.channel()
             try:
-                channel = self._connection(queue.url).channel()
-                try:
-                    declared = channel.queue_declare(queue=queue.name, passive=True)
-                    return int(declared.method.message_count)
-                finally:
-                    if channel.is_open:
-                        channel.close()
+                declared = channel.queue_declare(queue=queue.name, passive=True)
+                return int(declared.method.message_count)
             except pika.exceptions.ChannelClosedByBroker as error:
                 if error.reply_code == 404:
-                    raise ProbeError(f"rabbitmq queue {queue.name!r} does not exist") from None
-                raise ProbeError(f"rabbitmq at {redact(queue.url)}: {error}") from None
-            except (pika.exceptions.AMQPError, OSError) as error:
-                stale = self._connections.pop(queue.url, None)
-                with contextlib.suppress(pika.exceptions.AMQPError, OSError):
-                    if stale is not None and stale.is_open:
-                        stale.close()
-                reason = type(error).__name__ if not str(error) else str(error)
-                raise ProbeError(f"rabbitmq at {redact(queue.url)}: {reason}") from None
+                    missing.append(True)
+                raise
+            finally:
+                if channel.is_open:
+                    channel.close()
 
-    def _management_backlog(self, queue: QueueRef) -> int:
-        """Ready plus unacknowledged messages, from the management HTTP API."""
-        assert queue.management_url is not None
-        amqp = urlsplit(queue.url)
-        vhost = unquote(amqp.path[1:]) if len(amqp.path) > 1 else "/"
-        api = queue.management_url.rstrip("/")
-        url = f"{api}/api/queues/{quote(vhost, safe='')}/{quote(queue.name, safe='')}"
-        credentials = f"{unquote(amqp.username or 'guest')}:{unquote(amqp.password or 'guest')}"
-        request = urllib.request.Request(url)
-        request.add_header(
-            "Authorization", "Basic " + base64.b64encode(credentials.encode()).decode()
-        )
         try:
-            with urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS) as response:
-                body = json.loads(response.read())
-        except urllib.error.HTTPError as error:
-            if error.code == 404:
-                raise ProbeError(f"rabbitmq queue {queue.name!r} does not exist") from None
-            raise ProbeError(f"rabbitmq management API at {api}: HTTP {error.code}") from None
-        except (OSError, ValueError) as error:
-            raise ProbeError(f"rabbitmq management API at {api}: {error}") from None
-        return int(body.get("messages_ready", 0)) + int(body.get("messages_unacknowledged", 0))
+            return _with_reconnect(self.pool, queue.url, timeout, declare)
+        except (pika.exceptions.AMQPError, OSError, ValueError) as error:
+            if missing:
+                raise ProbeError(
+                    f"rabbitmq {queue}: no such queue",
+                    public=f"queue {queue.name!r} does not exist on the broker",
+                ) from None
+            detail = str(error) or type(error).__name__
+            raise ProbeError(f"rabbitmq {queue}: {type(error).__name__}: {detail}") from None
+
+    def _management_backlog(self, queue: QueueRef, timeout: float) -> int:
+        """Ready plus unacknowledged messages, from the management HTTP API: credentials go
+        only to the AMQP URL's host, never over plain http unless allowed, never through a
+        redirect; the read has a total deadline and a size limit."""
+        assert queue.management_url is not None
+        amqp = urls.split(queue.url)
+        api = urls.split(queue.management_url, urls.MANAGEMENT_SHAPE)
+        if amqp is None or api is None:
+            raise ProbeError("unparsable URL", public="the queue's URL is not valid")
+        if api.hostname.lower().rstrip(".") != amqp.hostname.lower().rstrip("."):
+            raise ProbeError(
+                "management host differs from the AMQP host",
+                public="rabbitmq.managementUrl must have the AMQP URL's host: the broker's "
+                "credentials are sent nowhere else",
+                reason="ManagementHostMismatch",
+                stalled=True,
+            )
+        if api.scheme != "https" and not queue.allow_insecure_management:
+            raise ProbeError(
+                "management over http",
+                public="rabbitmq.managementUrl must be https (or set allowInsecureManagement)",
+                reason="InsecureManagementUrl",
+                stalled=True,
+            )
+        vhost = unquote(amqp.path[1:]) if len(amqp.path) > 1 else "/"
+        path = (
+            api.path.rstrip("/")
+            + f"/api/queues/{quote(vhost, safe='')}/{quote(queue.name, safe='')}"
+        )
+        user = amqp.username or "guest"
+        password = amqp.password if amqp.password is not None else "guest"
+        token = base64.b64encode(f"{user}:{password}".encode()).decode()
+        connection_class = _PolicyHTTPS if api.scheme == "https" else _PolicyHTTP
+        connection = connection_class(api.hostname, api.port_number(), timeout, self.policy)
+        # The whole exchange, however slowly the server drips bytes, ends at the deadline.
+        watchdog = threading.Timer(timeout, _abort, (connection,))
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            connection.request(
+                "GET",
+                path,
+                headers={"Authorization": f"Basic {token}", "Accept": "application/json"},
+            )
+            response = connection.getresponse()
+            body = response.read(MANAGEMENT_BODY_LIMIT + 1)
+            status = response.status
+        except (OSError, http.client.HTTPException, ValueError) as error:
+            raise ProbeError(f"rabbitmq management {queue}: {type(error).__name__}") from None
+        finally:
+            watchdog.cancel()
+            connection.close()
+        if len(body) > MANAGEMENT_BODY_LIMIT:
+            raise ProbeError(
+                f"rabbitmq management {queue}: answer over {MANAGEMENT_BODY_LIMIT} bytes"
+            )
+        if status == 404 and b"Not Found" in body:
+            raise ProbeError(
+                f"rabbitmq management {queue}: no such queue",
+                public=f"queue {queue.name!r} does not exist on the broker",
+            )
+        if status != 200:  # 3xx included: a redirect is never followed
+            raise ProbeError(f"rabbitmq management {queue}: HTTP {status}")
+        try:
+            data = json.loads(body)
+            counts = [data.get("messages_ready", 0), data.get("messages_unacknowledged", 0)]
+        except (ValueError, AttributeError):
+            raise ProbeError(f"rabbitmq management {queue}: not a queue object") from None
+        if not all(isinstance(n, int) and n >= 0 for n in counts):
+            raise ProbeError(f"rabbitmq management {queue}: not a queue object")
+        return int(counts[0]) + int(counts[1])
+
+    def retain(self, url: str, user: Hashable) -> None:
+        self.pool.retain(url, user)
+
+    def release(self, url: str, user: Hashable) -> None:
+        self.pool.release(url, user)
 
     def close(self) -> None:
-        with self._lock:
-            for connection in self._connections.values():
-                # A broker that went away makes close() raise: closing is best effort.
-                with contextlib.suppress(pika.exceptions.AMQPError, OSError):
-                    if connection.is_open:
-                        connection.close()
-            self._connections.clear()
+        self.pool.close()
+
+
+def _abort(connection: http.client.HTTPConnection) -> None:
+    sock = connection.sock
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)

@@ -1,11 +1,18 @@
 """One loop scales every queue-triggered BackgroundJob.
 
 Each BackgroundJob is a target with its own polling interval, kept in a heap by
-due time. Targets that read the same queue on the same broker share one probe
-call per round, however many there are. When a target's decision changes (or
-its backlog has not reached status for a while, or the broker's health
-changed), the loop queues that BackgroundJob for reconcile, which applies the
-replicas and writes status: the scaler itself never writes to the API server.
+due time. Each due target is polled by its own task with its own deadline
+(tied to its polling interval), so a broker that never answers delays nobody
+else: targets that read the same queue on the same broker share one probe call
+in flight, a probe still running when its readers' deadlines pass is left to
+finish in its thread (its result is shared by the next round's readers, or
+dropped), and a failing queue is probed less often. Secrets are read in
+parallel, each with a deadline, and only the referenced key is kept.
+
+When a target's decision changes (or its backlog has not reached status for a
+while, or the broker's health changed), the loop queues that BackgroundJob for
+reconcile, which applies the replicas and writes status: the scaler itself
+never writes to the API server.
 """
 
 from __future__ import annotations
@@ -22,9 +29,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from bgjob import metrics
+from bgjob.api import urls
 from bgjob.api.models import BackgroundJob, QueueTrigger
-from bgjob.kube import ApiError, Kube
+from bgjob.kube import ApiError, Kube, path
 from bgjob.scaling.decision import History, Limits, desired_replicas
+from bgjob.scaling.network import NetworkPolicy, default_policy
 from bgjob.scaling.probes import Probe, ProbeError, QueueRef, RabbitMQProbe, RedisProbe
 from bgjob.status import Problem
 from bgjob.store import Key
@@ -32,10 +41,27 @@ from bgjob.store import Key
 log = logging.getLogger("bgjob.scaler")
 
 SECRET_TTL_SECONDS = 30.0
+# A missing Secret, or one whose broker refused us, is read again this soon.
 MISSING_SECRET_TTL_SECONDS = 5.0
+SECRET_DEADLINE_SECONDS = 5.0
+# A broker that refuses us may have a new password: its Secret is read again, at most this
+# often (a rotated Secret is picked up within seconds, a dead broker costs few reads).
+REFRESH_ON_FAILURE_SECONDS = 2.0
+SECRET_REQUEST_TIMEOUT = (2.0, 5.0)
 # Backlog changes reach status at most this often unless replicas change too.
 STATUS_EVERY_SECONDS = 5.0
 TICK_SECONDS = 0.5
+PROBE_THREADS = 32
+# A queue that keeps failing is probed at most this rarely (and at least every interval).
+BACKOFF_MAX_SECONDS = 5.0
+# Deadlines missed in a row before a target is reported unreachable (one late answer
+# on a busy machine is not an outage).
+LATE_ROUNDS_TO_REPORT = 2
+
+
+def deadline_of(interval: float) -> float:
+    """A probe's hard deadline: its polling interval, within [1 s, 10 s]."""
+    return min(max(float(interval), 1.0), 10.0)
 
 
 @dataclass(frozen=True)
@@ -47,6 +73,7 @@ class Source:
     url: str | None
     secret: tuple[str, str, str] | None  # (namespace, name, key)
     management_url: str | None = None
+    allow_insecure_management: bool = False
 
 
 @dataclass
@@ -66,6 +93,9 @@ class Target:
     problem: Problem | None = None
     reported_backlog: int | None = None
     reported_at: float = 0.0
+    polling: bool = False  # a poll task for it is running
+    late_rounds: int = 0
+    url_in_use: tuple[str, str] | None = None  # (backend, URL) it holds a pooled client by
 
 
 @dataclass(frozen=True)
@@ -100,6 +130,7 @@ def source_of(bgj: BackgroundJob) -> Source:
         url=backend.url,
         secret=secret,
         management_url=queue.rabbitmq.management_url if queue.rabbitmq else None,
+        allow_insecure_management=bool(queue.rabbitmq and queue.rabbitmq.allow_insecure_management),
     )
 
 
@@ -125,16 +156,28 @@ class Scaler:
         kube: Kube,
         enqueue: Callable[[Key], None],
         clock: Callable[[], float] = time.monotonic,
+        policy: NetworkPolicy | None = None,
     ) -> None:
         self.kube = kube
         self.enqueue = enqueue
         self.clock = clock
-        self.probes: dict[str, Probe] = {"redis": RedisProbe(), "rabbitmq": RabbitMQProbe()}
+        policy = policy or default_policy()
+        self.probes: dict[str, Probe] = {
+            "redis": RedisProbe(policy),
+            "rabbitmq": RabbitMQProbe(policy),
+        }
         self._targets: dict[Key, Target] = {}
         self._due: list[tuple[float, Key]] = []
-        self._secrets: dict[tuple[str, str], tuple[float, dict[str, str] | None]] = {}
+        # (namespace, name, key) -> (read at, the URL or why there is none): one key, not
+        # the whole Secret.
+        self._secrets: dict[tuple[str, str, str], tuple[float, str | Problem]] = {}
+        self._secret_reads: dict[tuple[str, str], asyncio.Future[None]] = {}
+        self._inflight: dict[QueueRef, asyncio.Future[int | ProbeError]] = {}
+        self._backoff: dict[QueueRef, tuple[float, int, ProbeError]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
         self._lock = threading.Lock()
-        self._executor = ThreadPoolExecutor(4, thread_name_prefix="probe")
+        self._executor = ThreadPoolExecutor(PROBE_THREADS, thread_name_prefix="probe")
+        self._secret_executor = ThreadPoolExecutor(4, thread_name_prefix="secret")
 
     # --- called by reconcile (worker threads) -----------------------------------------
 
@@ -150,7 +193,8 @@ class Scaler:
             if target is not None and target.version == version:
                 return
             if target is not None and target.version[0] != bgj.metadata.uid:
-                target = None  # Deleted and created again: start afresh.
+                self._forget(target)  # Deleted and created again: start afresh.
+                target = None
             if target is None:
                 target = Target(key, source, limits, queue.polling_interval_seconds, ("", 0))
                 if current_replicas is not None:
@@ -167,9 +211,25 @@ class Scaler:
             target.version = version
 
     def untrack(self, key: Key) -> None:
-        """Stop scaling a BackgroundJob (deleted, suspended, or no longer a queue)."""
+        """Stop scaling a BackgroundJob (deleted, suspended, or no longer a queue): its
+        broker client closes if nobody else uses it, its Secret key leaves the cache."""
         with self._lock:
-            self._targets.pop(key, None)
+            target = self._targets.pop(key, None)
+            if target is not None:
+                self._forget(target)
+
+    def _forget(self, target: Target) -> None:
+        """Let go of what a target held (with the lock held)."""
+        if target.url_in_use is not None:
+            backend, url = target.url_in_use
+            self.probes[backend].release(url, target.key)
+            target.url_in_use = None
+        self._evict_secrets()
+
+    def _evict_secrets(self) -> None:
+        referenced = {t.source.secret for t in self._targets.values() if t.source.secret}
+        for cached in [k for k in self._secrets if k not in referenced]:
+            del self._secrets[cached]
 
     def view(self, key: Key) -> View | None:
         """The latest decision, backlog and problem of one BackgroundJob."""
@@ -182,16 +242,18 @@ class Scaler:
     # --- the loop -------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Poll due targets, one probe per distinct queue, forever."""
-        loop = asyncio.get_running_loop()
-        while True:
-            due = self._take_due()
-            if due:
-                try:
-                    await self._poll(loop, due)
-                except Exception:  # One bad round must not stop scaling for everyone.
-                    log.exception("scaling round failed targets=%d", len(due))
-            await asyncio.sleep(self._sleep_time())
+        """Start a poll for every due target, each on its own, forever."""
+        try:
+            while True:
+                for target in self._take_due():
+                    target.polling = True
+                    task = asyncio.create_task(self._poll_one(target))
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
+                await asyncio.sleep(self._sleep_time())
+        finally:
+            for task in list(self._tasks):
+                task.cancel()
 
     def _take_due(self) -> list[Target]:
         now = self.clock()
@@ -202,9 +264,10 @@ class Scaler:
                 target = self._targets.get(key)
                 if target is None or target.next_poll != when:
                     continue  # untracked, or re-tracked with a fresh entry
-                due.append(target)
                 target.next_poll = next_tick(now, target.interval)
                 heapq.heappush(self._due, (target.next_poll, key))
+                if not target.polling:  # otherwise its last poll is still waiting
+                    due.append(target)
         return due
 
     def _sleep_time(self) -> float:
@@ -213,29 +276,84 @@ class Scaler:
                 return TICK_SECONDS
             return max(0.01, min(TICK_SECONDS, self._due[0][0] - self.clock()))
 
-    async def _poll(self, loop: asyncio.AbstractEventLoop, due: list[Target]) -> None:
-        refs: dict[Key, QueueRef | Problem] = {}
-        for target in due:
-            refs[target.key] = await loop.run_in_executor(self._executor, self._resolve, target)
-        distinct = {ref for ref in refs.values() if isinstance(ref, QueueRef)}
-        results = await asyncio.gather(
-            *(loop.run_in_executor(self._executor, self._probe, ref) for ref in distinct)
-        )
-        backlogs: dict[QueueRef, int | ProbeError] = dict(zip(distinct, results, strict=True))
-        for target in due:
-            ref = refs[target.key]
+    async def _poll_one(self, target: Target) -> None:
+        """Resolve, probe and decide for one target, within its own deadlines."""
+        try:
+            ref = await self._resolve(target)
             if isinstance(ref, Problem):
                 self._update(target, None, ref)
-                continue
-            outcome = backlogs[ref]
+                return
+            if not self._hold(target, ref.url):
+                return  # untracked meanwhile
+            outcome = await self._probe_shared(ref, deadline_of(target.interval))
+            if outcome is None:  # late: the probe may still answer for the next round
+                target.late_rounds += 1
+                if target.late_rounds < LATE_ROUNDS_TO_REPORT:
+                    return
+                outcome = ProbeError(f"{ref}: no answer within {deadline_of(target.interval)}s")
+            else:
+                target.late_rounds = 0
             if isinstance(outcome, ProbeError):
-                self._update(target, None, Problem("QueueUnreachable", str(outcome), stalled=False))
+                log.debug("probe failed bgjob=%s/%s %s", *target.key, outcome.detail)
+                self._refresh_secret_soon(target)
+                problem = Problem(outcome.reason, outcome.public, stalled=outcome.stalled)
+                self._update(target, None, problem)
             else:
                 self._update(target, outcome, None)
+        except Exception:  # One bad poll must not stop scaling for anyone.
+            log.exception("scaling poll failed bgjob=%s/%s", *target.key)
+        finally:
+            target.polling = False
 
-    def _probe(self, ref: QueueRef) -> int | ProbeError:
+    def _hold(self, target: Target, url: str) -> bool:
+        """Hold a pooled client reference for the URL the target now reads (and let go of
+        the one it read before: a rotated Secret closes the old connection)."""
+        with self._lock:
+            if self._targets.get(target.key) is not target:
+                return False
+            using = (target.source.backend, url)
+            if target.url_in_use != using:
+                self.probes[using[0]].retain(url, target.key)
+                if target.url_in_use is not None:
+                    backend, old = target.url_in_use
+                    self.probes[backend].release(old, target.key)
+                target.url_in_use = using
+            return True
+
+    async def _probe_shared(self, ref: QueueRef, deadline: float) -> int | ProbeError | None:
+        """The backlog of ``ref`` within ``deadline``: one probe in flight per queue,
+        shared by every reader; None when it did not answer in time."""
+        future = self._inflight.get(ref)
+        if future is None:
+            backoff = self._backoff.get(ref)
+            if backoff is not None and self.clock() < backoff[0]:
+                return backoff[2]  # failing: probed again when the backoff ends
+            future = asyncio.wrap_future(self._executor.submit(self._probe, ref, deadline))
+            self._inflight[ref] = future
+            future.add_done_callback(lambda done: self._landed(ref, done, deadline))
         try:
-            backlog = self.probes[ref.backend].backlog(ref)
+            return await asyncio.wait_for(asyncio.shield(future), deadline)
+        except TimeoutError:
+            return None
+
+    def _landed(self, ref: QueueRef, done: asyncio.Future[int | ProbeError], every: float) -> None:
+        if self._inflight.get(ref) is done:
+            del self._inflight[ref]
+        if done.cancelled() or done.exception() is not None:
+            return
+        outcome = done.result()
+        if isinstance(outcome, ProbeError) and outcome.reason == "QueueUnreachable":
+            failures = self._backoff.get(ref, (0.0, 0, outcome))[1] + 1
+            pause = min(BACKOFF_MAX_SECONDS, every * 2 ** (failures - 1))
+            self._backoff[ref] = (self.clock() + pause - every, failures, outcome)
+        else:
+            self._backoff.pop(ref, None)
+        if len(self._backoff) > 4 * len(self._targets) + 16:
+            self._backoff.clear()  # forget queues nobody reads any more
+
+    def _probe(self, ref: QueueRef, deadline: float) -> int | ProbeError:
+        try:
+            backlog = self.probes[ref.backend].backlog(ref, deadline)
         except ProbeError as error:
             metrics.QUEUE_PROBES.labels(backend=ref.backend, result="error").inc()
             return error
@@ -245,43 +363,118 @@ class Scaler:
         metrics.QUEUE_PROBES.labels(backend=ref.backend, result="ok").inc()
         return backlog
 
-    def _resolve(self, target: Target) -> QueueRef | Problem:
-        source = target.source
-        if source.url is not None:
-            return QueueRef(source.backend, source.url, source.name, source.management_url)
-        assert source.secret is not None
-        namespace, name, key = source.secret
-        try:
-            data = self._secret(namespace, name)
-        except ApiError as error:
-            return Problem("SecretUnreadable", f"Secret {name}: {error.reason}", stalled=False)
-        if data is None:
-            return Problem("SecretNotFound", f"Secret {name} (urlFrom.secretKeyRef) does not exist")
-        if key not in data:
-            return Problem("SecretKeyNotFound", f"Secret {name} has no key {key!r}")
-        try:
-            url = base64.b64decode(data[key]).decode().strip()
-        except ValueError:
-            return Problem("SecretKeyInvalid", f"Secret {name} key {key!r} is not a UTF-8 URL")
-        return QueueRef(source.backend, url, source.name, source.management_url)
+    # --- URLs and Secrets -----------------------------------------------------------------
 
-    def _secret(self, namespace: str, name: str) -> dict[str, str] | None:
+    async def _resolve(self, target: Target) -> QueueRef | Problem:
+        source = target.source
+        field_name = f"spec.trigger.queue.{source.backend}"
+        if source.url is not None:
+            url, where = source.url, f"{field_name}.url"
+        else:
+            assert source.secret is not None
+            found = await self._secret_value(*source.secret)
+            if isinstance(found, Problem):
+                return found
+            url = found
+            where = f"Secret {source.secret[1]} key {source.secret[2]!r} ({field_name}.urlFrom)"
+        problem = urls.broker_problem(url, source.backend)
+        if problem is not None:
+            return Problem("InvalidQueueURL", f"{where}: the URL {problem}")
+        return QueueRef(
+            source.backend,
+            url,
+            source.name,
+            source.management_url,
+            source.allow_insecure_management,
+        )
+
+    async def _secret_value(self, namespace: str, name: str, key: str) -> str | Problem:
+        """The referenced key of a Secret: from the cache while fresh; a stale value serves
+        while a new read runs; the first read waits at most SECRET_DEADLINE_SECONDS."""
         now = self.clock()
-        cached = self._secrets.get((namespace, name))
+        cached = self._secrets.get((namespace, name, key))
         if cached is not None:
-            # A missing Secret is looked for again soon: the user is about to create it.
-            ttl = SECRET_TTL_SECONDS if cached[1] is not None else MISSING_SECRET_TTL_SECONDS
+            ttl = SECRET_TTL_SECONDS if isinstance(cached[1], str) else MISSING_SECRET_TTL_SECONDS
             if now - cached[0] < ttl:
                 return cached[1]
-        body = self.kube.get("Secret", namespace, name)
-        # Kept base64-encoded: only the referenced key is ever decoded.
-        data = None if body is None else dict(body.get("data") or {})
-        self._secrets[(namespace, name)] = (now, data)
-        return data
+        read = self._secret_reads.get((namespace, name))
+        if read is None:
+            read = asyncio.wrap_future(
+                self._secret_executor.submit(self._read_secret, namespace, name, key)
+            )
+            self._secret_reads[(namespace, name)] = read
+            read.add_done_callback(lambda _: self._secret_reads.pop((namespace, name), None))
+        if cached is not None and isinstance(cached[1], str):
+            return cached[1]
+        try:
+            await asyncio.wait_for(asyncio.shield(read), SECRET_DEADLINE_SECONDS)
+        except TimeoutError:
+            return Problem(
+                "SecretUnreadable", f"Secret {name} could not be read in time", stalled=False
+            )
+        found = self._secrets.get((namespace, name, key))
+        if found is None:
+            return Problem("SecretUnreadable", f"Secret {name} could not be read", stalled=False)
+        return found[1]
+
+    def _read_secret(self, namespace: str, name: str, wanted: str) -> None:
+        """GET one Secret (bounded) and cache the keys tracked targets reference, decoded."""
+        now = self.clock()
+        try:
+            body: dict[str, object] | None = self.kube.request(
+                "GET", path("Secret", namespace, name), timeout=SECRET_REQUEST_TIMEOUT
+            )
+            error: Problem | None = None
+        except ApiError as failed:
+            body = None
+            if failed.status == 404:
+                error = Problem(
+                    "SecretNotFound", f"Secret {name} (urlFrom.secretKeyRef) does not exist"
+                )
+            else:
+                error = Problem(
+                    "SecretUnreadable", f"Secret {name}: {failed.reason}", stalled=False
+                )
+        data = (body or {}).get("data") or {}
+        assert isinstance(data, dict)
+        with self._lock:
+            keys = {
+                t.source.secret[2]
+                for t in self._targets.values()
+                if t.source.secret is not None and t.source.secret[:2] == (namespace, name)
+            } | {wanted}
+            for key in keys:
+                value: str | Problem
+                if error is not None:
+                    value = error
+                elif key not in data:
+                    value = Problem("SecretKeyNotFound", f"Secret {name} has no key {key!r}")
+                else:
+                    try:
+                        value = base64.b64decode(str(data[key])).decode().strip()
+                    except ValueError:
+                        value = Problem(
+                            "SecretKeyInvalid", f"Secret {name} key {key!r} is not a UTF-8 URL"
+                        )
+                self._secrets[(namespace, name, key)] = (now, value)
+
+    def _refresh_secret_soon(self, target: Target) -> None:
+        """The broker refused or did not answer: maybe its Secret changed. Read it again
+        at the next poll, at most every REFRESH_ON_FAILURE_SECONDS."""
+        secret = target.source.secret
+        if secret is None:
+            return
+        cached = self._secrets.get(secret)
+        if cached is not None and self.clock() - cached[0] >= REFRESH_ON_FAILURE_SECONDS:
+            self._secrets[secret] = (cached[0] - SECRET_TTL_SECONDS, cached[1])
+
+    # --- the decision ---------------------------------------------------------------------
 
     def _update(self, target: Target, backlog: int | None, problem: Problem | None) -> None:
         now = self.clock()
         with self._lock:
+            if self._targets.get(target.key) is not target:
+                return  # untracked while its poll ran
             current = target.replicas if target.replicas is not None else target.limits.min_replicas
             replicas = desired_replicas(backlog, current, target.limits, target.history, now)
             changed = replicas != target.replicas or problem != target.problem
@@ -303,3 +496,4 @@ class Scaler:
         for probe in self.probes.values():
             probe.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
+        self._secret_executor.shutdown(wait=False, cancel_futures=True)

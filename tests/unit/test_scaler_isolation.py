@@ -1,0 +1,385 @@
+"""The scaler under faults: a slow broker delays nobody else, clients are reference
+counted, Secrets are read in parallel with a deadline, the management API gets
+credentials only on the AMQP host, and the cooldown history stays bounded."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import http.server
+import threading
+import time
+from collections.abc import Hashable, Iterator
+from typing import Any
+
+import pytest
+
+from bgjob.api.models import BackgroundJob, parse
+from bgjob.kube import ApiError
+from bgjob.scaling.decision import HISTORY_CAP, History, Limits, desired_replicas
+from bgjob.scaling.network import NetworkPolicy
+from bgjob.scaling.probes import ClientPool, ProbeError, QueueRef, RabbitMQProbe
+from bgjob.scaling.scaler import Scaler
+
+# --- the bounded history --------------------------------------------------------------
+
+
+def test_a_huge_cooldown_keeps_the_history_bounded_and_cheap() -> None:
+    limits = Limits(0, 10**9, 1, 0, cooldown_seconds=1e12)
+    history = History()
+    replicas = 0
+    started = time.perf_counter()
+    for second in range(100_000):
+        # A backlog that shrinks every poll: every recommendation is distinct.
+        replicas = desired_replicas(200_000 - second, replicas, limits, history, now=second)
+    elapsed = time.perf_counter() - started
+    assert len(history.recommendations) <= HISTORY_CAP
+    assert replicas == 200_000, "scaled down within the cooldown"
+    assert elapsed < 2.0, f"{elapsed:.2f}s for 100k polls"
+
+
+def test_the_history_is_a_sliding_maximum() -> None:
+    history = History()
+    for now, value in [(0, 5), (1, 3), (2, 4), (3, 1)]:
+        history.remember(now, value, window=2)
+    assert history.highest() == 4  # 5 left the window at t=3; 4 (t=2) is the highest
+    assert [v for _, v in history.recommendations] == [4, 1]
+
+
+# --- the pool ---------------------------------------------------------------------------
+
+
+class Client:
+    def __init__(self, url: str) -> None:
+        self.url, self.closed = url, False
+
+
+def _pool(cap: int = 8) -> tuple[ClientPool[Client], list[Client]]:
+    opened: list[Client] = []
+
+    def open_client(url: str, timeout: float) -> Client:
+        opened.append(Client(url))
+        return opened[-1]
+
+    def close_client(client: Client) -> None:
+        client.closed = True
+
+    return ClientPool(open_client, close_client, cap), opened
+
+
+def test_a_client_closes_with_its_last_user() -> None:
+    pool, opened = _pool()
+    pool.retain("redis://a", "job-1")
+    pool.retain("redis://a", "job-2")
+    with pool.use("redis://a", 1) as handle:
+        handle.get()
+    with pool.use("redis://a", 1) as handle:
+        handle.get()
+    assert len(opened) == 1, "the client is reused"
+    pool.release("redis://a", "job-1")
+    assert not opened[0].closed
+    pool.release("redis://a", "job-2")
+    assert opened[0].closed and pool.open_clients() == 0
+
+
+def test_a_url_nobody_holds_is_closed_right_after_its_call() -> None:
+    pool, opened = _pool()
+    with pool.use("redis://stray", 1) as handle:
+        handle.get()
+    assert opened[0].closed
+
+
+def test_a_failing_call_drops_its_client_and_the_pool_is_capped() -> None:
+    pool, opened = _pool(cap=2)
+    for i in range(5):
+        pool.retain(f"redis://{i}", "job")
+        with pool.use(f"redis://{i}", 1) as handle:
+            handle.get()
+        assert pool.open_clients() <= 2
+    assert sum(not c.closed for c in opened) == 2
+    with pytest.raises(OSError), pool.use("redis://4", 1) as handle:
+        handle.get()
+        raise OSError("reset")
+    assert opened[-1].closed
+
+
+def test_locks_are_per_url() -> None:
+    pool, _ = _pool()
+    pool.retain("redis://slow", "job-1")
+    pool.retain("redis://fast", "job-2")
+    inside = threading.Event()
+    leave = threading.Event()
+
+    def hold() -> None:
+        with pool.use("redis://slow", 5):
+            inside.set()
+            leave.wait(5)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    inside.wait(5)
+    started = time.monotonic()
+    with pool.use("redis://fast", 1) as handle:
+        handle.get()
+    assert time.monotonic() - started < 0.2
+    with pytest.raises(TimeoutError), pool.use("redis://slow", 0.2):
+        pass
+    leave.set()
+    holder.join()
+
+
+# --- the scaler -------------------------------------------------------------------------
+
+
+def _bgj(name: str, url: str | None = None, secret: str | None = None) -> BackgroundJob:
+    redis: dict[str, Any] = {"list": "jobs"}
+    if url is not None:
+        redis["url"] = url
+    else:
+        redis["urlFrom"] = {"secretKeyRef": {"name": secret, "key": "url"}}
+    return parse(
+        {
+            "metadata": {"name": name, "namespace": "ns", "uid": name, "generation": 1},
+            "spec": {
+                "image": "w",
+                "concurrency": 10,
+                "trigger": {"queue": {"redis": redis, "targetPerReplica": 1}},
+            },
+        }
+    )
+
+
+class FakeProbe:
+    """A broker per host: 'hole' never answers within the test, others answer at once."""
+
+    def __init__(self) -> None:
+        self.backlogs: dict[str, int] = {}
+        self.held: dict[str, set[Hashable]] = {}
+        self.calls: list[str] = []
+
+    def backlog(self, queue: QueueRef, timeout: float) -> int:
+        self.calls.append(queue.url)
+        if "hole" in queue.url:
+            time.sleep(3)
+            raise ProbeError("timed out")
+        return self.backlogs.get(queue.url, 0)
+
+    def retain(self, url: str, user: Hashable) -> None:
+        self.held.setdefault(url, set()).add(user)
+
+    def release(self, url: str, user: Hashable) -> None:
+        self.held.get(url, set()).discard(user)
+
+    def close(self) -> None:
+        pass
+
+
+class FakeKube:
+    def __init__(self, secrets: dict[str, str], slow: set[str]) -> None:
+        self.secrets, self.slow, self.reads = secrets, slow, 0
+
+    def request(self, method: str, url: str, **_: Any) -> dict[str, Any]:
+        self.reads += 1
+        name = url.rsplit("/", 1)[1]
+        if name in self.slow:
+            time.sleep(10)
+        if name not in self.secrets:
+            raise ApiError(404, "NotFound", "not found")
+        data = {"url": base64.b64encode(self.secrets[name].encode()).decode(), "other": "eA=="}
+        return {"data": data}
+
+
+@pytest.fixture
+def scaler() -> Iterator[tuple[Scaler, FakeProbe, FakeKube, list[Any]]]:
+    kube = FakeKube({"good": "redis://:pw@secret-host:6379/0"}, slow={"slow"})
+    enqueued: list[Any] = []
+    scaler = Scaler(kube, enqueued.append, policy=NetworkPolicy())  # type: ignore[arg-type]
+    probe = FakeProbe()
+    scaler.probes = {"redis": probe, "rabbitmq": probe}
+    yield scaler, probe, kube, enqueued
+    scaler.close()
+
+
+def test_a_black_hole_delays_nobody_else(
+    scaler: tuple[Scaler, FakeProbe, FakeKube, list[Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("bgjob.scaling.scaler.SECRET_DEADLINE_SECONDS", 1.0)
+    s, probe, _, _ = scaler
+    s.track(_bgj("healthy", url="redis://good:6379/0"), 0)
+    for i in range(5):
+        s.track(_bgj(f"hole-{i}", url=f"redis://hole-{i}:6379/0"), 0)
+    s.track(_bgj("slow-secret", secret="slow"), 0)
+
+    async def scenario() -> float:
+        task = asyncio.create_task(s.run())
+        await asyncio.sleep(1.2)
+        probe.backlogs["redis://good:6379/0"] = 4
+        changed = time.monotonic()
+        while (view := s.view(("ns", "healthy"))) is None or view.replicas != 4:
+            await asyncio.sleep(0.01)
+        reaction = time.monotonic() - changed
+        await asyncio.sleep(1.5)
+        task.cancel()
+        return reaction
+
+    reaction = asyncio.run(scenario())
+    assert reaction < 1.3, f"the healthy queue reacted after {reaction:.2f}s"
+    hole = s.view(("ns", "hole-0"))
+    assert hole is not None and hole.problem is not None
+    assert hole.problem.reason == "QueueUnreachable"
+    secretive = s.view(("ns", "slow-secret"))
+    assert secretive is not None and secretive.problem is not None
+    assert secretive.problem.reason == "SecretUnreadable"
+    # One probe in flight per black hole, not one per round.
+    assert probe.calls.count("redis://hole-0:6379/0") <= 2
+
+
+def test_secrets_cache_only_the_referenced_key_and_leave_with_their_user(
+    scaler: tuple[Scaler, FakeProbe, FakeKube, list[Any]],
+) -> None:
+    s, probe, kube, _ = scaler
+    s.track(_bgj("reader", secret="good"), 0)
+    s.track(_bgj("missing", secret="absent"), 0)
+
+    async def scenario() -> None:
+        task = asyncio.create_task(s.run())
+        await asyncio.sleep(1.5)
+        task.cancel()
+
+    asyncio.run(scenario())
+    assert set(s._secrets) == {("ns", "good", "url"), ("ns", "absent", "url")}
+    assert s._secrets[("ns", "good", "url")][1] == "redis://:pw@secret-host:6379/0"
+    assert probe.held["redis://:pw@secret-host:6379/0"] == {("ns", "reader")}
+    missing = s.view(("ns", "missing"))
+    assert missing is not None and missing.problem is not None
+    assert missing.problem.reason == "SecretNotFound"
+    s.untrack(("ns", "reader"))
+    assert ("ns", "good", "url") not in s._secrets
+    assert probe.held["redis://:pw@secret-host:6379/0"] == set()
+    assert kube.reads <= 4
+
+
+def test_a_url_in_a_secret_with_query_options_is_degraded_naming_the_field(
+    scaler: tuple[Scaler, FakeProbe, FakeKube, list[Any]],
+) -> None:
+    s, probe, kube, _ = scaler
+    kube.secrets["tuned"] = "redis://:s3cret@h:6379/0?socket_timeout=600"
+    s.track(_bgj("tuned", secret="tuned"), 0)
+
+    async def scenario() -> None:
+        task = asyncio.create_task(s.run())
+        await asyncio.sleep(1.2)
+        task.cancel()
+
+    asyncio.run(scenario())
+    view = s.view(("ns", "tuned"))
+    assert view is not None and view.problem is not None
+    assert view.problem.reason == "InvalidQueueURL"
+    assert "spec.trigger.queue.redis.urlFrom" in view.problem.message
+    assert "socket_timeout" in view.problem.message
+    assert "s3cret" not in view.problem.message
+    assert probe.calls == [], "a refused URL is never dialled"
+
+
+# --- the management API ----------------------------------------------------------------
+
+
+class Recorder(http.server.BaseHTTPRequestHandler):
+    seen: list[dict[str, str]] = []
+    answer: tuple[int, dict[str, str], bytes] = (200, {}, b"{}")
+
+    def do_GET(self) -> None:
+        type(self).seen.append({"path": self.path, **dict(self.headers)})
+        status, headers, body = type(self).answer
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def listener() -> Iterator[tuple[int, type[Recorder]]]:
+    handler = type("Handler", (Recorder,), {"seen": []})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1], handler
+    server.shutdown()
+    server.server_close()
+
+
+def _ref(amqp_host: str, port: int, scheme: str = "http") -> QueueRef:
+    return QueueRef(
+        "rabbitmq",
+        f"amqp://app:s3cret@{amqp_host}:5672/%2F",
+        "jobs",
+        f"{scheme}://127.0.0.1:{port}",
+        allow_insecure_management=True,
+    )
+
+
+def test_credentials_go_only_to_the_amqp_host(listener: tuple[int, type[Recorder]]) -> None:
+    port, handler = listener
+    probe = RabbitMQProbe(NetworkPolicy())
+    with pytest.raises(ProbeError) as refused:
+        probe.backlog(_ref("localhost", port), 1)
+    assert refused.value.reason == "ManagementHostMismatch"
+    assert handler.seen == []
+    handler.answer = (200, {}, b'{"messages_ready": 3, "messages_unacknowledged": 2}')
+    assert probe.backlog(_ref("127.0.0.1", port), 1) == 5
+    expected = "Basic " + base64.b64encode(b"app:s3cret").decode()
+    assert handler.seen[0]["Authorization"] == expected
+    assert handler.seen[0]["path"] == "/api/queues/%2F/jobs"
+
+
+def test_a_redirect_is_an_error_and_never_followed(
+    listener: tuple[int, type[Recorder]],
+) -> None:
+    port, handler = listener
+    handler.answer = (302, {"Location": f"http://127.0.0.1:{port}/elsewhere"}, b"")
+    with pytest.raises(ProbeError) as failed:
+        RabbitMQProbe(NetworkPolicy()).backlog(_ref("127.0.0.1", port), 1)
+    assert failed.value.reason == "QueueUnreachable"
+    assert [seen["path"] for seen in handler.seen] == ["/api/queues/%2F/jobs"]
+
+
+def test_the_answer_is_bounded_in_size(listener: tuple[int, type[Recorder]]) -> None:
+    port, handler = listener
+    handler.answer = (200, {}, b'{"messages_ready": 1, "x": "' + b"a" * 200_000 + b'"}')
+    with pytest.raises(ProbeError, match="cannot read the backlog"):
+        RabbitMQProbe(NetworkPolicy()).backlog(_ref("127.0.0.1", port), 1)
+
+
+def test_a_server_that_drips_is_cut_at_the_deadline() -> None:
+    import socket
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    port = server.getsockname()[1]
+    stop = threading.Event()
+
+    def drip() -> None:
+        conn, _ = server.accept()
+        conn.recv(4096)
+        conn.sendall(b"HTTP/1.1 200 OK\r\n")
+        while not stop.is_set():
+            try:
+                conn.sendall(b"X-Drip: 1\r\n")
+            except OSError:
+                break
+            time.sleep(0.2)
+        conn.close()
+
+    threading.Thread(target=drip, daemon=True).start()
+    started = time.monotonic()
+    with pytest.raises(ProbeError):
+        RabbitMQProbe(NetworkPolicy()).backlog(_ref("127.0.0.1", port), 1)
+    stop.set()
+    server.close()
+    assert time.monotonic() - started < 1.5

@@ -1,0 +1,127 @@
+"""The queue URL policy: the same verdict for a spec's url (admission, render) and for a
+URL read from a Secret (resolve time), and the networks the operator never dials."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+import pytest
+
+from bgjob.api import urls
+from bgjob.api.models import InvalidSpec, parse
+from bgjob.scaling.network import Denied, NetworkPolicy, parse_networks
+from tests.unit.url_cases import BROKER_URLS, MANAGEMENT_URLS, broker_spec, management_spec
+
+
+def _verdict(spec: dict[str, Any]) -> str | None:
+    try:
+        parse({"metadata": {"name": "x"}, "spec": spec})
+    except InvalidSpec as error:
+        return str(error)
+    return None
+
+
+def test_the_table_is_big_enough() -> None:
+    assert len(BROKER_URLS) + len(MANAGEMENT_URLS) >= 30
+    assert sum("%" in url and "?" in url for _, url, _ in BROKER_URLS) >= 2
+
+
+@pytest.mark.parametrize(("backend", "url", "accepted"), BROKER_URLS)
+def test_broker_urls_in_a_spec(backend: str, url: str, accepted: bool) -> None:
+    error = _verdict(broker_spec(backend, url))
+    if accepted:
+        assert error is None
+    else:
+        assert error is not None and f"spec.trigger.queue.{backend}.url:" in error
+        assert "s3cret" not in error.split("(got")[0]
+
+
+@pytest.mark.parametrize(("backend", "url", "accepted"), BROKER_URLS)
+def test_broker_urls_in_a_secret_get_the_same_verdict_but_may_carry_a_password(
+    backend: str, url: str, accepted: bool
+) -> None:
+    problem = urls.broker_problem(url, backend)
+    parts = urls.split(url)
+    only_a_password = (
+        not accepted
+        and parts is not None
+        and parts.password is not None
+        and urls.broker_problem(url.replace(f":{parts.userinfo.split(':', 1)[1]}@", "@"), backend)  # type: ignore[union-attr]
+        is None
+    )
+    assert (problem is None) == (accepted or only_a_password), problem
+    if problem is not None:
+        assert "s3cret" not in problem
+
+
+def test_query_options_are_named_decoded_and_values_never_shown() -> None:
+    problem = urls.broker_problem("redis://h:1/0?pass%77ord=s3cret&socket_timeout=9", "redis")
+    assert problem == "must not carry query options (password, socket_timeout)"
+
+
+def test_the_client_is_built_from_parts_not_from_query_options() -> None:
+    parts = urls.split("redis://app:p%40ss@redis.example:6380/2")
+    assert parts is not None
+    assert (parts.username, parts.password, parts.hostname, parts.port_number()) == (
+        "app",
+        "p@ss",
+        "redis.example",
+        6380,
+    )
+    assert urls.split("amqp://[::1]/%2F") == urls.Parts("amqp", None, "::1", "", "/%2F", None)
+
+
+@pytest.mark.parametrize(("management_url", "insecure", "accepted"), MANAGEMENT_URLS)
+def test_management_urls(management_url: str, insecure: bool, accepted: bool) -> None:
+    error = _verdict(management_spec(management_url, insecure))
+    if accepted:
+        assert error is None
+    else:
+        assert error is not None and "spec.trigger.queue.rabbitmq.managementUrl:" in error
+
+
+@pytest.mark.parametrize(
+    ("address", "allowed"),
+    [
+        ("127.0.0.1", True),  # loopback: local development and the test bed
+        ("::1", True),
+        ("10.0.0.5", True),
+        ("169.254.169.254", False),  # cloud metadata
+        ("169.254.0.1", False),
+        ("fd00:ec2::254", False),
+        ("fd00:ec2::253", True),
+        ("fe80::1", False),
+        ("::ffff:169.254.169.254", False),  # IPv4-mapped
+        ("::ffff:127.0.0.1", True),
+        ("2002:a9fe:a9fe::1", False),  # 6to4 around 169.254.169.254
+    ],
+)
+def test_the_default_network_policy(address: str, allowed: bool) -> None:
+    assert NetworkPolicy().allows(ipaddress.ip_address(address)) is allowed
+
+
+def test_every_resolved_address_is_checked_and_the_dial_uses_a_checked_one() -> None:
+    policy = NetworkPolicy(parse_networks("127.0.0.0/8"))
+    with pytest.raises(Denied):
+        policy.connect("localhost", 9, 0.5)
+    assert NetworkPolicy(()).checked_address("127.0.0.1", 9) == "127.0.0.1"
+    with pytest.raises(Denied):
+        NetworkPolicy().connect("169.254.169.254", 80, 0.5)
+    assert parse_networks("") == ()
+    assert [str(n) for n in parse_networks(" 10.0.0.0/8 , fd00::1 ")] == [
+        "10.0.0.0/8",
+        "fd00::1/128",
+    ]
+
+
+def test_the_run_command_takes_the_denied_networks() -> None:
+    from bgjob.cli import parser
+
+    default = parser().parse_args(["run"]).deny_networks
+    assert [str(n) for n in default] == ["169.254.0.0/16", "fe80::/10", "fd00:ec2::254/128"]
+    chosen = parser().parse_args(["run", "--deny-networks", "10.0.0.0/8,169.254.0.0/16"])
+    assert [str(n) for n in chosen.deny_networks] == ["10.0.0.0/8", "169.254.0.0/16"]
+    assert parser().parse_args(["run", "--deny-networks="]).deny_networks == ()
+    with pytest.raises(SystemExit):
+        parser().parse_args(["run", "--deny-networks", "not-a-network"])
