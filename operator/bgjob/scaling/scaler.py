@@ -37,6 +37,7 @@ from bgjob.scaling.network import NetworkPolicy, default_policy
 from bgjob.scaling.probes import Probe, ProbeError, QueueRef, RabbitMQProbe, RedisProbe
 from bgjob.status import Problem
 from bgjob.store import Key
+from bgjob.workloads.services import replica_bounds
 
 log = logging.getLogger("bgjob.scaler")
 
@@ -138,9 +139,9 @@ def limits_of(bgj: BackgroundJob) -> Limits:
     """The decision's bounds from the spec; singleton caps at one."""
     queue: QueueTrigger | None = bgj.spec.trigger.queue
     assert queue is not None
-    most = 1 if bgj.spec.singleton else bgj.spec.concurrency
+    fewest, most = replica_bounds(bgj.spec)
     return Limits(
-        min_replicas=min(queue.min_replicas, most),
+        min_replicas=fewest,
         max_replicas=most,
         target_per_replica=queue.target_per_replica,
         activation_threshold=queue.activation_threshold,
