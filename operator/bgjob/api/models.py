@@ -8,7 +8,7 @@ Field names, defaults and rules follow the contract in docs/api.md.
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
@@ -25,6 +25,8 @@ from pydantic.alias_generators import to_camel
 
 from bgjob.api.cron import CRON_MESSAGE, CRON_PATTERN, valid_cron
 from bgjob.api.rules import INT32_MAX, FieldRule, Rule, exactly_one, exactly_one_cel
+from bgjob.api.schema import errors as schema_errors
+from bgjob.api.schema import podspec_schema
 
 GROUP = "bgjob.dev"
 VERSION = "v1alpha1"
@@ -170,15 +172,32 @@ class TemplateMetadata(ApiModel):
     annotations: dict[str, str] | None = Field(default=None, description="Extra pod annotations.")
 
 
+def _valid_podspec(value: dict[str, Any]) -> dict[str, Any]:
+    problems = schema_errors(podspec_schema(), value)
+    if problems:
+        where, message = problems[0]
+        rest = "".join(f"; spec.template.spec{w}: {m}" for w, m in problems[1:])
+        raise RuleViolation(where, message + rest)
+    return value
+
+
+# A core/v1 PodSpec, as the API server itself describes it (hack/podspec_schema.py).
+PodSpecOverlay = Annotated[
+    dict[str, Any],
+    AfterValidator(_valid_podspec),
+    WithJsonSchema(podspec_schema()),
+]
+
+
 class PodTemplateOverlay(ApiModel):
     """An overlay merged into the generated pod; fields set on the spec win over it."""
 
     metadata: TemplateMetadata | None = Field(
         default=None, description="Labels and annotations added to the pod."
     )
-    spec: FreeForm | None = Field(
+    spec: PodSpecOverlay | None = Field(
         default=None,
-        description="Part of a core/v1 PodSpec merged into the generated one: nodeSelector, "
+        description="A core/v1 PodSpec merged into the generated one: nodeSelector, "
         "tolerations, affinity, securityContext, volumes, imagePullSecrets, "
         "priorityClassName; containers[name=worker] adds volumeMounts or a securityContext "
         "to the worker container.",
@@ -234,7 +253,7 @@ def _before_year_9999(value: str) -> bool:
         return False
     try:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        return moment.astimezone(timezone.utc).year < 9999
+        return moment.astimezone(UTC).year < 9999
     except (ValueError, OverflowError):  # 31 April, or before year 1 in UTC
         return False
 
@@ -475,7 +494,8 @@ class Shutdown(ApiModel):
 
     rules = (
         Rule(
-            cel="self.preStopSleepSeconds <= self.gracePeriodSeconds",
+            cel="(has(self.preStopSleepSeconds) ? self.preStopSleepSeconds : 0) <= "
+            "(has(self.gracePeriodSeconds) ? self.gracePeriodSeconds : 30)",
             message="must not exceed gracePeriodSeconds: Kubernetes counts the preStop "
             "pause within the grace period",
             field_path=".preStopSleepSeconds",
