@@ -121,7 +121,16 @@ def load_documents(data: bytes) -> list[Any]:
     # Invalid UTF-8 becomes U+FFFD, as in kubectl (Go): a name with it is then invalid.
     text = data.decode("utf-8", errors="replace")
     try:
-        raw = list(yaml.load_all(text, Loader=KubeLoader))
+        # The event parser is iterative; the composer recurses: measure depth first.
+        depth = 0
+        for event in yaml.parse(text, Loader=KubeLoader):
+            if isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    raise ManifestError(f"document nested deeper than {MAX_DEPTH} levels")
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+        raw = list(yaml.load_all(text, Loader=KubeLoader))  # a SafeLoader
     except yaml.YAMLError as error:
         raise ManifestError(f"invalid YAML: {error}".replace("\n", " ")) from None
     except RecursionError:
