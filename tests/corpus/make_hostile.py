@@ -304,6 +304,30 @@ spec:
         template({"affinity": nested(40)}),
     )
 
+    # --- env and envFrom: core/v1 types too ----------------------------------------------
+    add(
+        "env-duplicate-names",
+        "reject spec.env",
+        at("spec.env", [{"name": "A", "value": "1"}, {"name": "A", "value": "2"}]),
+    )
+    add(
+        "env-value-from-unknown",
+        "reject spec.env",
+        at("spec.env", [{"name": "A", "valueFrom": {"vaultRef": {"path": "x"}}}]),
+    )
+    add(
+        "env-value-from-secret",
+        "accept",
+        at("spec.env", [{"name": "A", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]),
+    )
+    add(
+        "env-value-from-no-key",
+        "reject spec.env",
+        at("spec.env", [{"name": "A", "valueFrom": {"secretKeyRef": {"name": "s"}}}]),
+    )
+    add("env-from-string", "reject spec.envFrom", at("spec.envFrom", [{"secretRef": "creds"}]))
+    add("env-not-a-list", "reject spec.env", at("spec.env", {"A": "1"}))
+
     # --- metadata, apiVersion, kind --------------------------------------------------------
     add("metadata-string", "reject metadata", doc(metadata="hostile"))
     add("metadata-list", "reject metadata", doc(metadata=["hostile"]))

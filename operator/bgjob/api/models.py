@@ -130,12 +130,44 @@ class ApiModel(BaseModel):
 # --- what runs -------------------------------------------------------------------
 
 
+def _core_v1(*path: str) -> Any:
+    """A dict typed by a part of the Container schema (api/podspec.schema.json),
+    checked in Python and written into the CRD, like the pod template."""
+    node = podspec_schema()["properties"]["containers"]["items"]
+    for name in path:
+        node = node["items"] if name == "[]" else node["properties"][name]
+    schema: dict[str, Any] = {k: v for k, v in node.items() if k != "description"}
+
+    def check(value: dict[str, Any]) -> dict[str, Any]:
+        problems = schema_errors(schema, value)
+        if problems:
+            where, message = problems[0]
+            raise RuleViolation(where, message)
+        return value
+
+    return Annotated[dict[str, Any], AfterValidator(check), WithJsonSchema(schema)]
+
+
+EnvVarSource = _core_v1("env", "[]", "valueFrom")
+ConfigMapEnvSource = _core_v1("envFrom", "[]", "configMapRef")
+SecretEnvSource = _core_v1("envFrom", "[]", "secretRef")
+
+
+def _unique_names(value: list[EnvVar] | None) -> list[EnvVar] | None:
+    seen: set[str] = set()
+    for index, var in enumerate(value or []):
+        if var.name in seen:
+            raise RuleViolation(f"[{index}]", f"Duplicate value: {var.name!r}")
+        seen.add(var.name)
+    return value
+
+
 class EnvVar(ApiModel):
     """An environment variable for the worker container (core/v1 EnvVar)."""
 
     name: str = Field(description="Name of the environment variable.", min_length=1)
     value: str | None = Field(default=None, description="A literal value.")
-    value_from: FreeForm | None = Field(
+    value_from: EnvVarSource | None = Field(
         default=None,
         description="Source for the value: secretKeyRef, configMapKeyRef, fieldRef or "
         "resourceFieldRef, as in core/v1 EnvVarSource.",
@@ -146,10 +178,10 @@ class EnvFromSource(ApiModel):
     """A source of environment variables (core/v1 EnvFromSource)."""
 
     prefix: str | None = Field(default=None, description="Prefix added to every key.")
-    config_map_ref: FreeForm | None = Field(
+    config_map_ref: ConfigMapEnvSource | None = Field(
         default=None, description="A ConfigMap whose keys become variables: {name, optional}."
     )
-    secret_ref: FreeForm | None = Field(
+    secret_ref: SecretEnvSource | None = Field(
         default=None, description="A Secret whose keys become variables: {name, optional}."
     )
 
@@ -536,7 +568,9 @@ class BackgroundJobSpec(ApiModel):
     image: str = Field(description="Container image of the worker.", min_length=1)
     command: list[str] | None = Field(default=None, description="Entrypoint override.")
     args: list[str] | None = Field(default=None, description="Arguments to the entrypoint.")
-    env: list[EnvVar] | None = Field(default=None, description="Environment variables.")
+    env: Annotated[list[EnvVar] | None, AfterValidator(_unique_names)] = Field(
+        default=None, description="Environment variables; each name once."
+    )
     env_from: list[EnvFromSource] | None = Field(
         default=None, description="ConfigMaps and Secrets whose keys become variables."
     )
