@@ -130,7 +130,7 @@ class ApiModel(BaseModel):
 # --- what runs -------------------------------------------------------------------
 
 
-def _core_v1(*path: str) -> Any:
+def _core_v1(*path: str) -> tuple[AfterValidator, WithJsonSchema]:
     """A dict typed by a part of the Container schema (api/podspec.schema.json),
     checked in Python and written into the CRD, like the pod template."""
     node = podspec_schema()["properties"]["containers"]["items"]
@@ -145,12 +145,15 @@ def _core_v1(*path: str) -> Any:
             raise RuleViolation(where, message)
         return value
 
-    return Annotated[dict[str, Any], AfterValidator(check), WithJsonSchema(schema)]
+    return AfterValidator(check), WithJsonSchema(schema)
 
 
-EnvVarSource = _core_v1("env", "[]", "valueFrom")
-ConfigMapEnvSource = _core_v1("envFrom", "[]", "configMapRef")
-SecretEnvSource = _core_v1("envFrom", "[]", "secretRef")
+_ENV_VAR_SOURCE = _core_v1("env", "[]", "valueFrom")
+_CONFIG_MAP_ENV_SOURCE = _core_v1("envFrom", "[]", "configMapRef")
+_SECRET_ENV_SOURCE = _core_v1("envFrom", "[]", "secretRef")
+EnvVarSource = Annotated[dict[str, Any], _ENV_VAR_SOURCE[0], _ENV_VAR_SOURCE[1]]
+ConfigMapEnvSource = Annotated[dict[str, Any], _CONFIG_MAP_ENV_SOURCE[0], _CONFIG_MAP_ENV_SOURCE[1]]
+SecretEnvSource = Annotated[dict[str, Any], _SECRET_ENV_SOURCE[0], _SECRET_ENV_SOURCE[1]]
 
 
 def _unique_names(value: list[EnvVar] | None) -> list[EnvVar] | None:
