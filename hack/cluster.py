@@ -53,6 +53,20 @@ SERVICE_IP = "10.96.0.1"  # first address of SERVICE_CIDR: the `kubernetes` Serv
 POD_CIDR = "10.244.0.0/16"  # kwok hands out fake pod IPs from here
 NODES = ["kwok-node-0", "kwok-node-1", "kwok-node-2"]
 START_TIMEOUT = 120  # seconds; normally up in well under 30
+# Audit log of what ServiceAccounts do (the operator's least-privilege test reads
+# it): metadata only, no bodies, nothing from the cluster's own components.
+AUDIT_LOG = LOGS / "audit.log"
+AUDIT_POLICY = """\
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: ["RequestReceived"]
+rules:
+  - level: None
+    userGroups: ["system:serviceaccounts:kube-system"]
+  - level: Metadata
+    userGroups: ["system:serviceaccounts"]
+  - level: None
+"""
 
 # Everything we talk to is on loopback: never route it through an HTTP(S)_PROXY
 # from the environment (urllib, unlike Go, would).
@@ -421,6 +435,17 @@ def _up() -> None:
     )
 
 
+def audit_flags() -> list[str]:
+    policy = STATE_DIR / "audit-policy.yaml"
+    policy.write_text(AUDIT_POLICY)
+    return [
+        f"--audit-policy-file={policy}",
+        f"--audit-log-path={AUDIT_LOG}",
+        "--audit-log-maxsize=200",  # MiB; one e2e session writes a few
+        "--audit-log-maxbackup=1",
+    ]
+
+
 def _start(bindir: Path, procs: dict) -> None:
     make_pki()
     etcd_port, etcd_peer, api_port, kcm_port, sched_port = free_ports(5)
@@ -485,6 +510,7 @@ def _start(bindir: Path, procs: dict) -> None:
             f"--service-account-key-file={PKI}/sa.pub",
             f"--service-account-signing-key-file={PKI}/sa.key",
             "--profiling=false",
+            *audit_flags(),
         ],
     )
     wait_for(

@@ -15,8 +15,15 @@ from typing import Any, TextIO
 import yaml
 
 from bgjob import __version__
+from bgjob.api.admission import (
+    MAX_BYTES,
+    ManifestError,
+    admit,
+    is_backgroundjob,
+    load_documents,
+)
 from bgjob.api.crd import NoAliasDumper, crd_yaml
-from bgjob.api.models import KIND, InvalidSpec, parse
+from bgjob.api.models import KIND, InvalidSpec
 from bgjob.scaling import network
 
 log = logging.getLogger("bgjob.cli")
@@ -133,12 +140,42 @@ def cmd_crd(_: argparse.Namespace) -> int:
 # --- render ---------------------------------------------------------------------------
 
 
-def _documents(paths: Sequence[str]) -> Iterator[tuple[str, dict[str, Any]]]:
+# What kubectl reads from a directory given to -f.
+MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+def _files(name: str) -> list[Path]:
+    path = Path(name)
+    if path.is_dir():
+        found = sorted(p for p in path.iterdir() if p.suffix in MANIFEST_SUFFIXES and p.is_file())
+        if not found:
+            raise ManifestError("a directory without .yaml, .yml or .json files")
+        return found
+    if not path.exists():
+        raise ManifestError("no such file")
+    return [path]
+
+
+def _read(path: Path) -> bytes:
+    with path.open("rb") as stream:
+        return stream.read(MAX_BYTES + 1)
+
+
+def _documents(paths: Sequence[str]) -> Iterator[tuple[str, Any]]:
+    """(source, document) for every document; (source, ManifestError) for unreadable input."""
     for name in paths:
-        text = sys.stdin.read() if name == "-" else Path(name).read_text()
-        for doc in yaml.safe_load_all(text):
-            if isinstance(doc, dict) and doc.get("kind") == KIND:
-                yield name, doc
+        try:
+            if name == "-":
+                sources = [(name, sys.stdin.buffer.read(MAX_BYTES + 1))]
+            else:
+                sources = [(str(path), _read(path)) for path in _files(name)]
+            for source, data in sources:
+                for doc in load_documents(data):
+                    yield source, doc
+        except ManifestError as error:
+            yield name, error
+        except OSError as error:
+            yield name, ManifestError(error.strerror or str(error))
 
 
 def render(docs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -148,8 +185,7 @@ def render(docs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
     out: list[dict[str, Any]] = []
     for doc in docs:
-        body = {**doc, "metadata": {"namespace": "default", **(doc.get("metadata") or {})}}
-        bgj = parse(body)
+        bgj = admit(doc)
         workload = workloads.workload(bgj)
         if workload is not None:
             out.append(workload)
@@ -161,19 +197,38 @@ def render(docs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 def cmd_render(args: argparse.Namespace, out: TextIO | None = None) -> int:
     """Print the children of the BackgroundJobs in the given files, or the errors."""
     out = out or sys.stdout
-    found = list(_documents(args.filename))
-    if not found:
-        print(f"error: no {KIND} in {', '.join(args.filename)}", file=sys.stderr)
-        return 1
     objects: list[dict[str, Any]] = []
     failed = False
-    for source, doc in found:
-        name = (doc.get("metadata") or {}).get("name", "?")
+    rendered = 0
+    for source, doc in _documents(args.filename):
+        if isinstance(doc, ManifestError):
+            print(f"error: {source}: {doc}", file=sys.stderr)
+            failed = True
+            continue
+        if not isinstance(doc, dict) or "kind" not in doc or "apiVersion" not in doc:
+            print(
+                f"error: {source}: not a Kubernetes object (apiVersion and kind)", file=sys.stderr
+            )
+            failed = True
+            continue
+        if not is_backgroundjob(doc):
+            continue  # other kinds: not ours to render
+        meta = doc.get("metadata")
+        name = meta.get("name") if isinstance(meta, dict) else None
+        rendered += 1
         try:
             objects.extend(render([doc]))
         except InvalidSpec as error:
-            print(f"error: {source}: {KIND} {name}: {error}", file=sys.stderr)
+            print(f"error: {source}: {KIND} {name or '?'}: {error}", file=sys.stderr)
             failed = True
+        except Exception as error:  # never a traceback, whatever the input
+            print(
+                f"error: {source}: {KIND} {name or '?'}: cannot render: {error!r}", file=sys.stderr
+            )
+            failed = True
+    if not rendered and not failed:
+        print(f"error: no {KIND} in {', '.join(args.filename)}", file=sys.stderr)
+        return 1
     if failed:
         return 1
     yaml.dump_all(objects, out, Dumper=NoAliasDumper, sort_keys=False)

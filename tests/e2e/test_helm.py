@@ -116,10 +116,13 @@ def test_helm_install_upgrade_and_uninstall(kubectl: Kubectl, namespaces: tuple[
     )  # fmt: skip
     operator: Operator | None = None
     try:
-        # The release's objects: namespaced RBAC where it watches, a Lease Role at home.
+        # The release's objects: namespaced RBAC where it watches, a Lease Role at home,
+        # and the ClusterRoles that aggregate BackgroundJobs into users' edit and view.
         owned = release_objects(k, system, work)
         assert [o for o in owned if not o.startswith(("ReplicaSet/", "Pod/"))] == sorted(
             [
+                f"ClusterRole/{FULLNAME}-edit",
+                f"ClusterRole/{FULLNAME}-view",
                 f"Deployment/{FULLNAME}",
                 f"Service/{FULLNAME}-metrics",
                 f"ServiceAccount/{FULLNAME}",

@@ -118,9 +118,14 @@ def assert_least_privilege(role: dict[str, Any]) -> None:
             assert set(rule["verbs"]) == {"get"}, f"{name} may do more than get secrets: {rule}"
 
 
+def operator_cluster_roles(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The operator's own ClusterRole (not the aggregated ones for users)."""
+    return [r for r in only(docs, "ClusterRole") if r["metadata"]["name"] == RELEASE]
+
+
 def test_the_cluster_role_has_no_wildcards_and_only_gets_secrets() -> None:
     docs = objects()
-    (role,) = only(docs, "ClusterRole")
+    (role,) = operator_cluster_roles(docs)
     assert_least_privilege(role)
     secrets = [rule for rule in role["rules"] if "secrets" in rule["resources"]]
     assert secrets == [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]
@@ -150,9 +155,67 @@ def test_the_least_privilege_check_catches_a_wildcard() -> None:
         )
 
 
+def verbs(role: dict[str, Any], group: str, resource: str) -> set[str]:
+    return {
+        verb
+        for rule in role["rules"]
+        if group in rule["apiGroups"] and resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+
+
+@pytest.mark.parametrize(
+    ("group", "resource", "expected"),
+    [
+        # The audit-log e2e test (tests/e2e/test_zz_least_privilege.py) proves these are used.
+        ("bgjob.dev", "backgroundjobs", {"list", "watch"}),
+        ("bgjob.dev", "backgroundjobs/status", {"patch"}),
+        ("", "events", {"create"}),
+        ("batch", "jobs", {"get", "list", "watch", "create", "delete"}),
+        ("apps", "deployments", {"get", "list", "watch", "create", "patch", "delete"}),
+    ],
+)
+def test_the_operator_is_granted_only_the_verbs_it_calls(
+    group: str, resource: str, expected: set[str]
+) -> None:
+    (role,) = operator_cluster_roles(objects())
+    assert verbs(role, group, resource) == expected
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_backgroundjobs_aggregate_into_the_builtin_user_roles(case: str) -> None:
+    docs = objects(*CASES[case])
+    roles = {r["metadata"]["name"]: r for r in only(docs, "ClusterRole")}
+    view, edit = roles[f"{RELEASE}-view"], roles[f"{RELEASE}-edit"]
+    aggregate = "rbac.authorization.k8s.io/aggregate-to-"
+    assert {k for k, v in view["metadata"]["labels"].items() if v == "true"} >= {
+        f"{aggregate}view",
+        f"{aggregate}edit",
+        f"{aggregate}admin",
+    }
+    edit_labels = {k for k, v in edit["metadata"]["labels"].items() if v == "true"}
+    assert f"{aggregate}view" not in edit_labels
+    assert edit_labels >= {f"{aggregate}edit", f"{aggregate}admin"}
+    assert verbs(view, "bgjob.dev", "backgroundjobs") == {"get", "list", "watch"}
+    assert verbs(edit, "bgjob.dev", "backgroundjobs") == {
+        "create",
+        "update",
+        "patch",
+        "delete",
+        "deletecollection",
+    }
+    # Users never write the status: that is the operator's.
+    assert verbs(edit, "bgjob.dev", "backgroundjobs/status") == set()
+
+
+def test_aggregated_roles_can_be_turned_off() -> None:
+    docs = objects("--set", "aggregateClusterRoles=false")
+    assert [r["metadata"]["name"] for r in only(docs, "ClusterRole")] == [RELEASE]
+
+
 def test_watch_namespaces_grant_roles_in_those_namespaces_only() -> None:
     docs = objects(*CASES["watch-namespaces"])
-    assert only(docs, "ClusterRole") == [] and only(docs, "ClusterRoleBinding") == []
+    assert operator_cluster_roles(docs) == [] and only(docs, "ClusterRoleBinding") == []
     operator_roles = [r for r in only(docs, "Role") if r["metadata"]["name"] == RELEASE]
     assert sorted(r["metadata"]["namespace"] for r in operator_roles) == ["team-a", "team-b"]
     for role in operator_roles:

@@ -559,21 +559,25 @@ def valid_specs(draw: st.DrawFn) -> dict[str, Any]:
     concurrency = 1 if singleton else draw(st.integers(max(1, min_replicas), 50))
     if singleton and min_replicas > 1:
         trigger["queue"]["minReplicas"] = 1
+    shutdown = draw(
+        st.fixed_dictionaries(
+            {},
+            optional={
+                "gracePeriodSeconds": st.integers(0, 3600),
+                "preStopSleepSeconds": st.integers(0, 60),
+            },
+        )
+    )
+    # Kubernetes counts the preStop pause within the grace period.
+    grace = shutdown.get("gracePeriodSeconds", 30)
+    shutdown["preStopSleepSeconds"] = min(shutdown.get("preStopSleepSeconds", 0), grace)
     spec: dict[str, Any] = {
         "image": draw(st.sampled_from([IMAGE, "busybox", "ghcr.io/a/b@sha256:" + "0" * 64])),
         "trigger": trigger,
         "concurrency": concurrency,
         "singleton": singleton,
         "suspend": draw(st.booleans()),
-        "shutdown": draw(
-            st.fixed_dictionaries(
-                {},
-                optional={
-                    "gracePeriodSeconds": st.integers(0, 3600),
-                    "preStopSleepSeconds": st.integers(0, 60),
-                },
-            )
-        ),
+        "shutdown": shutdown,
         "run": draw(
             st.fixed_dictionaries(
                 {},

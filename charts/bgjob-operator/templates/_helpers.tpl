@@ -31,25 +31,34 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- default (include "bgjob-operator.fullname" .) .Values.serviceAccount.name -}}
 {{- end -}}
 
-{{/* The permissions the operator uses, and no more. */}}
+{{/* The permissions the operator uses, and no more: tests/e2e/test_zz_least_privilege.py
+compares them with the API server's audit log of an e2e run. */}}
 {{- define "bgjob-operator.rules" -}}
+# kopf lists and watches BackgroundJobs; the operator writes only their status
+# (server-side apply).
 - apiGroups: ["bgjob.dev"]
   resources: ["backgroundjobs"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["list", "watch"]
 - apiGroups: ["bgjob.dev"]
   resources: ["backgroundjobs/status"]
-  verbs: ["get", "patch", "update"]
+  verbs: ["patch"]
 # Owner references with blockOwnerDeletion need this where the
 # OwnerReferencesPermissionEnforcement admission plugin is on.
 - apiGroups: ["bgjob.dev"]
   resources: ["backgroundjobs/finalizers"]
   verbs: ["update"]
+# Workloads are written with server-side apply: a PATCH that creates the object
+# when it is missing, for which the API server also checks create.
 - apiGroups: ["apps"]
   resources: ["deployments", "statefulsets"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: ["batch"]
-  resources: ["cronjobs", "jobs"]
+  resources: ["cronjobs"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# A once-run or manual run is a Job the operator creates, and never changes.
+- apiGroups: ["batch"]
+  resources: ["jobs"]
+  verbs: ["get", "list", "watch", "create", "delete"]
 # KEDA mode (--scaling-engine=keda): a ScaledObject per queue worker, and a
 # TriggerAuthentication that points KEDA at the user's Secret. Also needed in
 # builtin mode where KEDA's CRDs exist, to prune objects left by KEDA mode.
@@ -58,7 +67,7 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create", "patch"]
+  verbs: ["create"]
 # Queue URLs given as urlFrom.secretKeyRef: read one named Secret at a time,
 # never list or watch them.
 - apiGroups: [""]

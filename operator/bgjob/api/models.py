@@ -8,11 +8,13 @@ Field names, defaults and rules follow the contract in docs/api.md.
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -22,7 +24,10 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from bgjob.api import urls
-from bgjob.api.rules import Rule, exactly_one, exactly_one_cel
+from bgjob.api.cron import CRON_MESSAGE, CRON_PATTERN, valid_cron
+from bgjob.api.rules import INT32_MAX, FieldRule, Rule, exactly_one, exactly_one_cel
+from bgjob.api.schema import errors as schema_errors
+from bgjob.api.schema import podspec_schema
 
 GROUP = "bgjob.dev"
 VERSION = "v1alpha1"
@@ -37,7 +42,6 @@ SHORT_NAMES = ["bgj", "bgjob"]
 # room for 52 characters (the same limit CronJob names have).
 MAX_NAME_LENGTH = 52
 
-CRON_PATTERN = r"^\s*\S+(\s+\S+){4}\s*$"
 # A password in the userinfo part of a URL (scheme://user:password@host), or in
 # its query string (?password=..., which redis clients honour).
 URL_WITH_PASSWORD = r"^[A-Za-z][A-Za-z0-9+.-]*://[^/@]*:[^/@]*@|[?&]password="
@@ -52,6 +56,20 @@ FreeForm = Annotated[
     dict[str, Any],
     WithJsonSchema({"type": "object", "x-kubernetes-preserve-unknown-fields": True}),
 ]
+
+
+def _enforce(rule: FieldRule) -> AfterValidator:
+    def check(value: Any) -> Any:
+        if not rule.holds(value):
+            raise RuleViolation("", rule.message)
+        return value
+
+    return AfterValidator(check)
+
+
+def in_crd(rule: FieldRule) -> dict[str, Any]:
+    """The ``json_schema_extra`` that writes a field rule into the field's CRD node."""
+    return {"x-kubernetes-validations": [rule.as_crd()]}
 
 
 class RuleViolation(ValueError):
@@ -92,6 +110,8 @@ class ApiModel(BaseModel):
         populate_by_name=True,
         extra="forbid",
         frozen=True,
+        # No coercion: "3" is not an integer and "yes" not a boolean, as at admission.
+        strict=True,
     )
     # Cross-field rules of this node, enforced here and written into the CRD.
     rules: ClassVar[tuple[Rule, ...]] = ()
@@ -111,12 +131,47 @@ class ApiModel(BaseModel):
 # --- what runs -------------------------------------------------------------------
 
 
+def _core_v1(*path: str) -> tuple[AfterValidator, WithJsonSchema]:
+    """A dict typed by a part of the Container schema (api/podspec.schema.json),
+    checked in Python and written into the CRD, like the pod template."""
+    node = podspec_schema()["properties"]["containers"]["items"]
+    for name in path:
+        node = node["items"] if name == "[]" else node["properties"][name]
+    schema: dict[str, Any] = {k: v for k, v in node.items() if k != "description"}
+
+    def check(value: dict[str, Any]) -> dict[str, Any]:
+        problems = schema_errors(schema, value)
+        if problems:
+            where, message = problems[0]
+            raise RuleViolation(where, message)
+        return value
+
+    return AfterValidator(check), WithJsonSchema(schema)
+
+
+_ENV_VAR_SOURCE = _core_v1("env", "[]", "valueFrom")
+_CONFIG_MAP_ENV_SOURCE = _core_v1("envFrom", "[]", "configMapRef")
+_SECRET_ENV_SOURCE = _core_v1("envFrom", "[]", "secretRef")
+EnvVarSource = Annotated[dict[str, Any], _ENV_VAR_SOURCE[0], _ENV_VAR_SOURCE[1]]
+ConfigMapEnvSource = Annotated[dict[str, Any], _CONFIG_MAP_ENV_SOURCE[0], _CONFIG_MAP_ENV_SOURCE[1]]
+SecretEnvSource = Annotated[dict[str, Any], _SECRET_ENV_SOURCE[0], _SECRET_ENV_SOURCE[1]]
+
+
+def _unique_names(value: list[EnvVar] | None) -> list[EnvVar] | None:
+    seen: set[str] = set()
+    for index, var in enumerate(value or []):
+        if var.name in seen:
+            raise RuleViolation(f"[{index}]", f"Duplicate value: {var.name!r}")
+        seen.add(var.name)
+    return value
+
+
 class EnvVar(ApiModel):
     """An environment variable for the worker container (core/v1 EnvVar)."""
 
     name: str = Field(description="Name of the environment variable.", min_length=1)
     value: str | None = Field(default=None, description="A literal value.")
-    value_from: FreeForm | None = Field(
+    value_from: EnvVarSource | None = Field(
         default=None,
         description="Source for the value: secretKeyRef, configMapKeyRef, fieldRef or "
         "resourceFieldRef, as in core/v1 EnvVarSource.",
@@ -127,10 +182,10 @@ class EnvFromSource(ApiModel):
     """A source of environment variables (core/v1 EnvFromSource)."""
 
     prefix: str | None = Field(default=None, description="Prefix added to every key.")
-    config_map_ref: FreeForm | None = Field(
+    config_map_ref: ConfigMapEnvSource | None = Field(
         default=None, description="A ConfigMap whose keys become variables: {name, optional}."
     )
-    secret_ref: FreeForm | None = Field(
+    secret_ref: SecretEnvSource | None = Field(
         default=None, description="A Secret whose keys become variables: {name, optional}."
     )
 
@@ -153,15 +208,32 @@ class TemplateMetadata(ApiModel):
     annotations: dict[str, str] | None = Field(default=None, description="Extra pod annotations.")
 
 
+def _valid_podspec(value: dict[str, Any]) -> dict[str, Any]:
+    problems = schema_errors(podspec_schema(), value)
+    if problems:
+        where, message = problems[0]
+        rest = "".join(f"; spec.template.spec{w}: {m}" for w, m in problems[1:])
+        raise RuleViolation(where, message + rest)
+    return value
+
+
+# A core/v1 PodSpec, as the API server itself describes it (hack/podspec_schema.py).
+PodSpecOverlay = Annotated[
+    dict[str, Any],
+    AfterValidator(_valid_podspec),
+    WithJsonSchema(podspec_schema()),
+]
+
+
 class PodTemplateOverlay(ApiModel):
     """An overlay merged into the generated pod; fields set on the spec win over it."""
 
     metadata: TemplateMetadata | None = Field(
         default=None, description="Labels and annotations added to the pod."
     )
-    spec: FreeForm | None = Field(
+    spec: PodSpecOverlay | None = Field(
         default=None,
-        description="Part of a core/v1 PodSpec merged into the generated one: nodeSelector, "
+        description="A core/v1 PodSpec merged into the generated one: nodeSelector, "
         "tolerations, affinity, securityContext, volumes, imagePullSecrets, "
         "priorityClassName; containers[name=worker] adds volumeMounts or a securityContext "
         "to the worker container.",
@@ -179,7 +251,9 @@ class ScheduleTrigger(ApiModel):
     """Run on a cron schedule, like a CronJob."""
 
     cron: str = Field(
-        description='Standard 5-field cron expression, e.g. "0 3 * * *".',
+        description='Cron expression as a CronJob takes it: five fields, e.g. "0 3 * * *", '
+        "or @daily, @hourly, @every 2h and the other macros.",
+        min_length=1,
         max_length=128,
     )
     time_zone: str = Field(
@@ -188,30 +262,76 @@ class ScheduleTrigger(ApiModel):
     starting_deadline_seconds: int | None = Field(
         default=None,
         ge=0,
+        le=INT32_MAX,
         description="A run that could not start within this many seconds of its time is skipped.",
     )
 
     rules = (
         Rule(
             cel=f"self.cron.matches(r'{CRON_PATTERN}')",
-            message="must be a standard cron expression with five fields "
-            "(minute hour day-of-month month day-of-week)",
+            message=CRON_MESSAGE,
             field_path=".cron",
-            holds=lambda s: re.match(CRON_PATTERN, s.cron) is not None,
+            holds=lambda s: valid_cron(s.cron),
         ),
     )
+
+
+# RFC 3339 (a date, "T", a time, an offset), as CEL's timestamp() reads it.
+RFC3339 = (
+    r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]:"
+    r"[0-5][0-9](\.[0-9]{1,9})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$"
+)
+MAX_DELAY_SECONDS = 366 * 24 * 3600
+
+
+def _before_year_9999(value: str) -> bool:
+    if re.fullmatch(RFC3339, value) is None:
+        return False
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return moment.astimezone(UTC).year < 9999
+    except (ValueError, OverflowError):  # 31 April, or before year 1 in UTC
+        return False
+
+
+AT_RULE = FieldRule(
+    cel=f"self.matches(r'{RFC3339}') && timestamp(self).getFullYear() < 9999",
+    message="must be an RFC 3339 time with an offset before the year 9999, "
+    "e.g. 2026-12-01T03:00:00Z",
+    holds=_before_year_9999,
+)
+
+
+def _parse_at(value: Any) -> Any:
+    if isinstance(value, datetime) and value.tzinfo is not None:
+        return value  # built in Python, not read from the wire
+    if not isinstance(value, str) or not AT_RULE.holds(value):
+        raise RuleViolation("", AT_RULE.message)
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+RunTime = Annotated[
+    datetime,
+    BeforeValidator(_parse_at),
+    WithJsonSchema({"type": "string", "maxLength": 64}),
+    Field(strict=False),
+]
 
 
 class OnceTrigger(ApiModel):
     """Run once: now, at a time (PerformAt) or after a delay (PerformIn)."""
 
-    at: datetime | None = Field(
-        default=None, description="When to run (RFC 3339). In the past: run now."
+    at: RunTime | None = Field(
+        default=None,
+        description="When to run: an RFC 3339 time with an offset, e.g. "
+        "2026-12-01T03:00:00Z or 2026-12-01T04:00:00+01:00. In the past: run now.",
+        json_schema_extra=in_crd(AT_RULE),
     )
     delay_seconds: int | None = Field(
         default=None,
         ge=0,
-        description="Run this many seconds after the BackgroundJob was created.",
+        le=MAX_DELAY_SECONDS,
+        description="Run this many seconds after the BackgroundJob was created (at most a year).",
     )
 
     rules = (
@@ -396,19 +516,33 @@ class RabbitMQQueue(Broker):
     )
 
 
+# A backlog is a count of messages; a billion per worker is already no limit.
+MAX_BACKLOG = 1_000_000_000
+MAX_COOLDOWN_SECONDS = 24 * 3600
+
+
 class QueueTrigger(ApiModel):
     """Workers scaled by the backlog of a queue, to zero when idle."""
 
     redis: RedisQueue | None = Field(default=None, description="A Redis list.")
     rabbitmq: RabbitMQQueue | None = Field(default=None, description="A RabbitMQ queue.")
     target_per_replica: int = Field(
-        default=5, ge=1, description="Messages per worker: replicas = ceil(backlog / this)."
+        default=5,
+        ge=1,
+        le=MAX_BACKLOG,
+        description="Messages per worker: replicas = ceil(backlog / this).",
     )
     activation_threshold: int = Field(
-        default=0, ge=0, description="Backlog above which the workers scale from 0 to 1."
+        default=0,
+        ge=0,
+        le=MAX_BACKLOG,
+        description="Backlog above which the workers scale from 0 to 1.",
     )
     min_replicas: int = Field(
-        default=0, ge=0, description="Fewest workers, also when idle (0: scale to zero)."
+        default=0,
+        ge=0,
+        le=INT32_MAX,
+        description="Fewest workers, also when idle (0: scale to zero).",
     )
     polling_interval_seconds: int = Field(
         default=1,
@@ -420,7 +554,8 @@ class QueueTrigger(ApiModel):
     cooldown_seconds: int = Field(
         default=60,
         ge=0,
-        description="Time without backlog before scaling down to minReplicas.",
+        le=MAX_COOLDOWN_SECONDS,
+        description="Time without backlog before scaling down to minReplicas (at most a day).",
     )
 
     rules = (
@@ -476,31 +611,51 @@ class Shutdown(ApiModel):
     grace_period_seconds: int = Field(
         default=30,
         ge=0,
+        le=INT32_MAX,
         description="Seconds between SIGTERM and SIGKILL; also passed to the worker as "
         "BGJOB_SHUTDOWN_TIMEOUT_SECONDS.",
     )
     pre_stop_sleep_seconds: int = Field(
-        default=0, ge=0, description="Pause before SIGTERM, e.g. to drain connections."
+        default=0,
+        ge=0,
+        le=INT32_MAX,
+        description="Pause before SIGTERM, e.g. to drain connections; counted within "
+        "gracePeriodSeconds, as Kubernetes does.",
+    )
+
+    rules = (
+        Rule(
+            cel="(has(self.preStopSleepSeconds) ? self.preStopSleepSeconds : 0) <= "
+            "(has(self.gracePeriodSeconds) ? self.gracePeriodSeconds : 30)",
+            message="must not exceed gracePeriodSeconds: Kubernetes counts the preStop "
+            "pause within the grace period",
+            field_path=".preStopSleepSeconds",
+            holds=lambda s: s.pre_stop_sleep_seconds <= s.grace_period_seconds,
+        ),
     )
 
 
 class RunSettings(ApiModel):
     """Settings of runs that complete (schedule, once)."""
 
-    backoff_limit: int = Field(default=3, ge=0, description="Retries before a run fails.")
+    backoff_limit: int = Field(
+        default=3, ge=0, le=INT32_MAX, description="Retries before a run fails."
+    )
     active_deadline_seconds: int | None = Field(
-        default=None, ge=1, description="A run still going after this long is failed."
+        default=None, ge=1, le=INT32_MAX, description="A run still going after this long is failed."
     )
     ttl_seconds_after_finished: int | None = Field(
-        default=None, ge=0, description="Delete a finished run's Job after this long."
+        default=None, ge=0, le=INT32_MAX, description="Delete a finished run's Job after this long."
     )
 
 
 class History(ApiModel):
     """How many finished runs to keep."""
 
-    successful_runs: int = Field(default=3, ge=0, description="Succeeded runs to keep.")
-    failed_runs: int = Field(default=1, ge=0, description="Failed runs to keep.")
+    successful_runs: int = Field(
+        default=3, ge=0, le=INT32_MAX, description="Succeeded runs to keep."
+    )
+    failed_runs: int = Field(default=1, ge=0, le=INT32_MAX, description="Failed runs to keep.")
 
 
 Overlap = Literal["Allow", "Forbid", "Replace"]
@@ -512,7 +667,9 @@ class BackgroundJobSpec(ApiModel):
     image: str = Field(description="Container image of the worker.", min_length=1)
     command: list[str] | None = Field(default=None, description="Entrypoint override.")
     args: list[str] | None = Field(default=None, description="Arguments to the entrypoint.")
-    env: list[EnvVar] | None = Field(default=None, description="Environment variables.")
+    env: Annotated[list[EnvVar] | None, AfterValidator(_unique_names)] = Field(
+        default=None, description="Environment variables; each name once."
+    )
     env_from: list[EnvFromSource] | None = Field(
         default=None, description="ConfigMaps and Secrets whose keys become variables."
     )
@@ -527,6 +684,7 @@ class BackgroundJobSpec(ApiModel):
     concurrency: int = Field(
         default=1,
         ge=1,
+        le=INT32_MAX,
         description="How many at once. continuous: replicas; queue: most replicas; "
         "schedule and once: pods per run.",
     )

@@ -42,3 +42,26 @@ def exactly_one_cel(*names: str) -> str:
     """CEL for 'exactly one of these optional fields is present'."""
     listed = ", ".join(f"has(self.{name})" for name in names)
     return f"[{listed}].filter(x, x).size() == 1"
+
+
+@dataclass(frozen=True)
+class FieldRule:
+    """A rule on one scalar field (CEL ``self`` is the value), for admission and Python.
+
+    Written into the field's own schema node, so the API server names that field
+    in its message, as Python does.
+    """
+
+    cel: str
+    message: str
+    holds: Callable[[Any], bool]
+    reason: str = "FieldValueInvalid"
+
+    def as_crd(self) -> dict[str, str]:
+        """The rule as one ``x-kubernetes-validations`` entry."""
+        return {"rule": self.cel, "message": self.message, "reason": self.reason}
+
+
+# Kubernetes int32 fields (replicas, parallelism, backoffLimit, ...) and the
+# bound every other count or duration in seconds stays under.
+INT32_MAX = 2**31 - 1
