@@ -15,9 +15,9 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
 from kubernetes.utils import parse_quantity
 
+from bgjob.api.cron import schedule_problem
 from bgjob.api.models import (
     BackgroundJob,
     BackgroundJobStatus,
@@ -130,11 +130,9 @@ def preflight(bgj: BackgroundJob) -> Problem | None:
                 "InvalidTimeZone",
                 f"spec.trigger.schedule.timeZone: unknown time zone {schedule.time_zone!r}",
             )
-        if not croniter.is_valid(schedule.cron):
-            return Problem(
-                "InvalidSchedule",
-                f"spec.trigger.schedule.cron: {schedule.cron!r} is not a valid cron expression",
-            )
+        never = schedule_problem(schedule.cron)
+        if never is not None:
+            return Problem("InvalidSchedule", f"spec.trigger.schedule.cron: {never}")
     return None
 
 

@@ -116,6 +116,20 @@ def test_an_unknown_time_zone_is_degraded_and_stalled(kubectl: Kubectl, ns: str)
     assert kubectl.get("cronjob", "martian", ns)["spec"]["timeZone"] == "Europe/Madrid"  # type: ignore[index]
 
 
+def test_a_schedule_that_never_fires_is_degraded_not_a_loop(kubectl: Kubectl, ns: str) -> None:
+    # Admission accepts 31 February (a regular expression cannot count days); the
+    # CronJob would never start a run. The user sees why instead of waiting forever.
+    kubectl.apply(bgjob("leap", {"trigger": {"schedule": {"cron": "0 0 31 2 *"}}}), ns)
+    kubectl.wait("bgj/leap", "condition=Degraded", ns)
+    bgj = kubectl.get("bgj", "leap", ns)
+    degraded = condition(bgj, "Degraded")
+    assert degraded["reason"] == "InvalidSchedule"  # type: ignore[index]
+    assert "spec.trigger.schedule.cron" in degraded["message"]  # type: ignore[index]
+    assert condition(bgj, "Stalled")["status"] == "True"  # type: ignore[index]
+    assert kubectl.get("cronjob", "leap", ns) is None
+    assert any(e["reason"] == "InvalidSchedule" for e in events(kubectl, ns, "leap"))
+
+
 def test_a_pod_template_the_api_server_rejects_is_degraded(kubectl: Kubectl, ns: str) -> None:
     kubectl.apply(
         bgjob(

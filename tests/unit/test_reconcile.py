@@ -10,7 +10,7 @@ import pytest
 from specs import bgjob
 
 from bgjob import workloads
-from bgjob.reconcile import covers, needs_apply
+from bgjob.reconcile import covers, needs_apply, preflight
 
 COVERS = [
     # (id, observed, desired, covered)
@@ -196,3 +196,24 @@ def test_an_env_value_edited_from_1_to_1_0_is_put_back() -> None:
         for e in container["env"]
     ]
     assert needs_apply(current, want) is True
+
+
+@pytest.mark.parametrize(
+    ("cron", "reason"),
+    [
+        ("0 3 * * *", None),
+        ("@hourly", None),
+        ("0 0 29 2 *", None),  # a leap day comes
+        ("0 0 31 2 *", "InvalidSchedule"),
+        ("0 0 30 2 *", "InvalidSchedule"),
+        ("0 0 31 4,6 *", "InvalidSchedule"),
+        ("0 0 31 2 1", None),  # day of month OR day of week: Mondays come
+    ],
+)
+def test_a_schedule_that_never_fires_is_a_problem_before_anything_is_applied(
+    cron: str, reason: str | None
+) -> None:
+    problem = preflight(bgjob(trigger={"schedule": {"cron": cron}}))
+    assert (problem.reason if problem else None) == reason
+    if problem is not None:
+        assert problem.message.startswith("spec.trigger.schedule.cron: ")
