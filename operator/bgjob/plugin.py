@@ -379,7 +379,11 @@ def explain(
     else:
         lines.append(f"{name} is not Ready: {ready.get('reason', '')}: {ready.get('message', '')}")
     degraded = conditions.get("Degraded")
-    if degraded is not None and degraded.get("status") == "True" and degraded is not ready:
+    if (
+        degraded is not None
+        and degraded.get("status") == "True"
+        and degraded.get("reason") != (ready or {}).get("reason")
+    ):
         lines.append(f"Degraded: {degraded.get('reason', '')}: {degraded.get('message', '')}")
     lines.append(f"State: {status.get('state', '?')}   Trigger: {_trigger(bgj) or '?'}")
     if conditions:
