@@ -477,6 +477,11 @@ def cmd_why(cluster: Cluster, args: argparse.Namespace) -> int:
     if workload.get("kind") and workload.get("name"):
         child = cluster.child(workload["kind"], workload["name"])
         events += cluster.events(workload["kind"], workload["name"])
+    # The runs' Jobs: why a run failed or did not start is told there.
+    status = bgj.get("status") or {}
+    runs = [*(status.get("activeRuns") or []), (status.get("lastRun") or {}).get("name")]
+    for run in dict.fromkeys(r for r in runs if r and r != workload.get("name")):
+        events += cluster.events("Job", run)
     for line in explain(bgj, child, events, datetime.now(UTC)):
         print(line)
     return 0

@@ -130,6 +130,38 @@ def test_why_names_the_degraded_reason(kubectl: Kubectl, ns: str) -> None:
     )
 
 
+def test_why_and_logs_of_a_failed_run(kubectl: Kubectl, ns: str) -> None:
+    kubectl.apply(
+        bgjob(
+            "doomed",
+            {
+                "trigger": {"once": {}},
+                "run": {"backoffLimit": 0},
+                "template": {"metadata": {"annotations": {"bgjob.dev/e2e-outcome": "fail"}}},
+            },
+        ),
+        ns,
+    )
+    kubectl.wait("bgj/doomed", "condition=Failed", ns, timeout=60)
+
+    def why_with_job_event() -> subprocess.CompletedProcess[str] | None:
+        done = bgj(kubectl, "why", "doomed", "-n", ns)
+        return done if "job/doomed" in done.stdout else None
+
+    done = eventually(why_with_job_event, timeout=30)
+    lines = done.stdout.splitlines()
+    assert lines[0] == "doomed is not Ready: RunFailed: run doomed failed: BackoffLimitExceeded"
+    assert "Last run: doomed Failed: BackoffLimitExceeded: " in done.stdout
+    events = done.stdout.split("Events:")[1]
+    assert any(
+        "job/doomed" in line and "BackoffLimitExceeded" in line for line in events.splitlines()
+    )
+    # The last run's pod is found by the operator's labels; kwok keeps no logs for it.
+    logs = bgj(kubectl, "logs", "doomed", "-n", ns)
+    assert logs.returncode == 1
+    assert "(run doomed, phase Failed): " in logs.stderr, logs.stderr
+
+
 def test_why_shows_the_workloads_own_conditions(kubectl: Kubectl, ns: str) -> None:
     kubectl.apply(bgjob("api", {"trigger": {"continuous": {}}, "concurrency": 2}), ns)
     kubectl.wait("bgj/api", "condition=Ready", ns)
