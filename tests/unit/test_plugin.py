@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -162,3 +163,37 @@ def test_kubectl_flags_work_before_and_after_the_subcommand() -> None:
     assert (args.namespace, args.context, args.kubeconfig) == ("b", None, "k")
     args = parser().parse_args(["logs", "x", "--last", "--tail", "5"])
     assert (args.which, args.tail) == ("last", 5)
+
+
+def test_the_namespace_comes_from_the_flag_else_the_context(tmp_path: Path) -> None:
+    from bgjob.plugin import Cluster
+
+    kubeconfig = tmp_path / "config"
+    kubeconfig.write_text(
+        """
+apiVersion: v1
+kind: Config
+clusters:
+- name: c
+  cluster: {server: "https://127.0.0.1:1"}
+users:
+- name: u
+  user: {token: t}
+contexts:
+- name: team-a
+  context: {cluster: c, user: u, namespace: team-a}
+- name: plain
+  context: {cluster: c, user: u}
+current-context: team-a
+"""
+    )
+
+    def namespace(*argv: str) -> str:
+        args = parser().parse_args([*argv, "why", "x", f"--kubeconfig={kubeconfig}"])
+        return Cluster.connect(args).namespace
+
+    assert namespace() == "team-a"
+    assert namespace("--context", "plain") == "default"
+    assert namespace("--context", "plain", "-n", "b") == "b"
+    with pytest.raises(Failure, match="cannot load the kubeconfig"):
+        namespace("--context", "missing")
