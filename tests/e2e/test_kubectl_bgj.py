@@ -211,7 +211,7 @@ def test_the_operator_writes_one_parsable_line_per_event(
 ) -> None:
     """A second operator, limited to an empty namespace so it acts on nothing the session's
     operator owns, at debug level (kopf's own records included)."""
-    from tests.unit.test_logs import parse_logfmt
+    from tests.unit.logfmt_parser import parse_logfmt
 
     log_path = tmp_path / f"operator-{fmt}.log"
     operator = Operator(

@@ -12,44 +12,10 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from logfmt_parser import parse_logfmt
 
 from bgjob import logs
 from bgjob.cli import parser
-
-# --- a strict logfmt parser ------------------------------------------------------------
-# key = 1*(any char but space, '=', '"' and controls); value = bare | quoted; bare = 1*(any
-# char but space, '=', '"' and controls); quoted = '"' *(char but '"' and '\\' | escape) '"';
-# escape = \" \\ \n \r \t \uXXXX. Pairs separated by one space. Anything else fails.
-
-_KEY = r'[^\s="\x00-\x1f]+'
-_PAIR = re.compile(
-    rf'(?P<key>{_KEY})=(?:(?P<bare>[^\s="\x00-\x1f\x7f]+)|"(?P<quoted>(?:[^"\\\x00-\x1f]|\\["\\nrt]|\\u[0-9a-f]{{4}})*)")'
-)
-_UNESCAPE = {'"': '"', "\\": "\\", "n": "\n", "r": "\r", "t": "\t"}
-
-
-def parse_logfmt(line: str) -> dict[str, str]:
-    assert "\n" not in line, line
-    fields: dict[str, str] = {}
-    position = 0
-    while True:
-        match = _PAIR.match(line, position)
-        assert match is not None, f"not logfmt at column {position}: {line!r}"
-        key = match["key"]
-        assert key not in fields, f"duplicate key {key}: {line!r}"
-        if match["bare"] is not None:
-            fields[key] = match["bare"]
-        else:
-            fields[key] = re.sub(
-                r"\\(u[0-9a-f]{4}|.)",
-                lambda m: chr(int(m[1][1:], 16)) if m[1][0] == "u" else _UNESCAPE[m[1]],
-                match["quoted"],
-            )
-        position = match.end()
-        if position == len(line):
-            return fields
-        assert line[position] == " ", f"no single space at column {position}: {line!r}"
-        position += 1
 
 
 def test_the_parser_rejects_what_logfmt_is_not() -> None:
