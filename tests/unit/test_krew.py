@@ -68,3 +68,13 @@ def test_the_archived_shim_runs_the_plugin(tmp_path: Path) -> None:
     )
     assert missing.returncode == 1
     assert "pip install --user bgjob-operator" in missing.stderr
+
+
+def test_the_wheel_declares_the_kubectl_bgj_console_script() -> None:
+    import tomllib
+    from importlib.metadata import entry_points
+
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["kubectl-bgj"] == "bgjob.plugin:main"
+    installed = {e.name: e.value for e in entry_points(group="console_scripts")}
+    assert installed.get("kubectl-bgj") == "bgjob.plugin:main"
