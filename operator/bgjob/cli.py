@@ -7,14 +7,13 @@ import asyncio
 import logging
 import os
 import sys
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
 import yaml
 
-from bgjob import __version__
+from bgjob import __version__, logs
 from bgjob.api.admission import (
     MAX_BYTES,
     ManifestError,
@@ -27,25 +26,6 @@ from bgjob.api.models import KIND, InvalidSpec
 from bgjob.scaling import network
 
 log = logging.getLogger("bgjob.cli")
-
-
-def _configure_logging(level: str) -> None:
-    """One event per line, key=value, UTC timestamps."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        logging.Formatter(
-            "time=%(asctime)s level=%(levelname)s logger=%(name)s %(message)s",
-            datefmt="%Y-%m-%dT%H:%M:%SZ",
-        )
-    )
-    logging.Formatter.converter = time.gmtime
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    # kopf logs every handler call at INFO; ours say what matters.
-    logging.getLogger("kopf").setLevel(max(logging.WARNING, root.level))
-    # pika logs every failed connection with a traceback; the scaler reports it once.
-    logging.getLogger("pika").setLevel(logging.CRITICAL)
 
 
 def _networks(value: str) -> tuple[network.Network, ...]:
@@ -72,7 +52,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bgjob.kube import Kube, load_config
     from bgjob.leader import LeaderElector, default_identity
 
-    _configure_logging(args.log_level)
+    logs.configure(args.log_level, args.log_format)
     network.set_default_policy(network.NetworkPolicy(args.deny_networks))
     namespaces = tuple(args.namespace or ())
     kube = Kube(load_config())
@@ -260,6 +240,12 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--metrics-address", default="127.0.0.1:9090", help="/metrics listens here")
     run.add_argument("--workers", type=int, default=4, help="reconciles at once")
     run.add_argument("--log-level", default="info", help="debug, info, warning, error")
+    run.add_argument(
+        "--log-format",
+        choices=logs.FORMATS,
+        default="text",
+        help="text: logfmt, one event per line; json: one JSON object per line",
+    )
     run.add_argument(
         "--leader-elect",
         action="store_true",
