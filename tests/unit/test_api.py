@@ -347,17 +347,27 @@ def test_conditions_merge_by_type_under_server_side_apply() -> None:
     assert conditions["x-kubernetes-list-map-keys"] == ["type"]
 
 
-def test_kubectl_get_shows_trigger_state_ready_queue_runs_and_age() -> None:
+def test_kubectl_get_answers_is_it_healthy_first_and_wide_adds_counts() -> None:
     (version,) = crd()["spec"]["versions"]
-    columns = {c["name"]: c["jsonPath"] for c in version["additionalPrinterColumns"]}
-    assert columns["Trigger"] == ".status.trigger"
-    assert columns["State"] == ".status.state"
-    assert columns["Ready"] == ".status.readyReplicas"
-    assert columns["Desired"] == ".status.desiredReplicas"
-    assert columns["Queue"] == ".status.queueLength"
-    assert columns["Last Run"].startswith(".status.lastRun")
-    assert columns["Next Run"] == ".status.nextRunTime"
-    assert columns["Age"] == ".metadata.creationTimestamp"
+    columns = version["additionalPrinterColumns"]
+    ready = '.status.conditions[?(@.type=="Ready")]'
+    default = [(c["name"], c["jsonPath"]) for c in columns if not c.get("priority")]
+    assert default == [
+        ("Ready", f"{ready}.status"),
+        ("State", ".status.state"),
+        ("Reason", f"{ready}.reason"),
+        ("Trigger", ".status.trigger"),
+        ("Last Run", ".status.lastRun.result"),
+        ("Next Run", ".status.nextRunTime"),
+        ("Age", ".metadata.creationTimestamp"),
+    ]
+    wide = {c["name"]: c["jsonPath"] for c in columns if c.get("priority") == 1}
+    assert wide == {
+        "Desired": ".status.desiredReplicas",
+        "Ready Pods": ".status.readyReplicas",
+        "Queue": ".status.queueLength",
+        "Message": f"{ready}.message",
+    }
 
 
 def test_a_management_url_with_credentials_is_rejected() -> None:

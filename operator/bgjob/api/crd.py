@@ -15,15 +15,50 @@ from bgjob.api import models
 from bgjob.api.models import ApiModel
 
 # Columns of `kubectl get bgj`.
+READY_CONDITION = '.status.conditions[?(@.type=="Ready")]'
+# Health first: the Ready condition users `kubectl wait` on, then state and why.
+# `-o wide` (priority 1) adds the pod counts, the backlog and the message.
 PRINTER_COLUMNS: list[dict[str, Any]] = [
-    {"name": "Trigger", "type": "string", "jsonPath": ".status.trigger"},
+    {
+        "name": "Ready",
+        "type": "string",
+        "jsonPath": f"{READY_CONDITION}.status",
+        "description": "The Ready condition: kubectl wait --for=condition=Ready",
+    },
     {"name": "State", "type": "string", "jsonPath": ".status.state"},
-    {"name": "Ready", "type": "integer", "jsonPath": ".status.readyReplicas"},
-    {"name": "Desired", "type": "integer", "jsonPath": ".status.desiredReplicas"},
-    {"name": "Queue", "type": "integer", "jsonPath": ".status.queueLength"},
+    {
+        "name": "Reason",
+        "type": "string",
+        "jsonPath": f"{READY_CONDITION}.reason",
+        "description": "Why it is, or is not, Ready",
+    },
+    {"name": "Trigger", "type": "string", "jsonPath": ".status.trigger"},
     {"name": "Last Run", "type": "string", "jsonPath": ".status.lastRun.result"},
+    # A string: the "date" type prints future times as <invalid>.
     {"name": "Next Run", "type": "string", "jsonPath": ".status.nextRunTime"},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    {
+        "name": "Desired",
+        "type": "integer",
+        "jsonPath": ".status.desiredReplicas",
+        "priority": 1,
+        "description": "Pods wanted now",
+    },
+    {
+        "name": "Ready Pods",
+        "type": "integer",
+        "jsonPath": ".status.readyReplicas",
+        "priority": 1,
+        "description": "Pods that are ready",
+    },
+    {
+        "name": "Queue",
+        "type": "integer",
+        "jsonPath": ".status.queueLength",
+        "priority": 1,
+        "description": "Backlog last read (queue trigger)",
+    },
+    {"name": "Message", "type": "string", "jsonPath": f"{READY_CONDITION}.message", "priority": 1},
 ]
 
 _DROPPED_KEYS = {"title", "$defs", "additionalProperties"}
