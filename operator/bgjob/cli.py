@@ -59,14 +59,16 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     _configure_logging(args.log_level)
     namespaces = tuple(args.namespace or ())
-    kube = Kube(load_config())
+    identity = default_identity()
+    # The user agent names this process, so the API server's audit log tells replicas apart.
+    kube = Kube(load_config(user_agent=f"bgjob-operator/{__version__} ({identity})"))
     elector = None
     if args.leader_elect:
         elector = LeaderElector(
             kube,
             namespace=args.leader_election_namespace,
             name=args.leader_election_id,
-            identity=default_identity(),
+            identity=identity,
         )
     engine, keda_installed = scaling_engine(kube, args.scaling_engine)
     runtime = Runtime(
@@ -76,6 +78,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         elector=elector,
         scaling_engine=engine,
         keda_installed=keda_installed,
+        resync_seconds=args.resync_seconds,
     )
     registry = build_registry(runtime)
     metrics_host, metrics_port = _address(args.metrics_address)
@@ -193,6 +196,13 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--health-address", default="127.0.0.1:8080", help="/healthz listens here")
     run.add_argument("--metrics-address", default="127.0.0.1:9090", help="/metrics listens here")
     run.add_argument("--workers", type=int, default=4, help="reconciles at once")
+    run.add_argument(
+        "--resync-seconds",
+        type=float,
+        default=600.0,
+        help="queue every BackgroundJob again this often, to heal what a watch missed "
+        "(an unchanged one writes nothing)",
+    )
     run.add_argument("--log-level", default="info", help="debug, info, warning, error")
     run.add_argument(
         "--leader-elect",

@@ -165,7 +165,8 @@ class WatchStream:
 
     def close(self) -> None:
         """End the stream; safe from another thread (it unblocks a pending read)."""
-        with contextlib.suppress(AttributeError, OSError):
+        # Fails harmlessly when the response was read to its end (connection released).
+        with contextlib.suppress(Exception):
             self._response.shutdown()
         with contextlib.suppress(OSError):
             self._response.close()
