@@ -79,6 +79,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         scaling_engine=engine,
         keda_installed=keda_installed,
         resync_seconds=args.resync_seconds,
+        watch_seconds=(max(1, args.watch_timeout_seconds * 4 // 5), args.watch_timeout_seconds),
     )
     registry = build_registry(runtime)
     metrics_host, metrics_port = _address(args.metrics_address)
@@ -202,6 +203,12 @@ def parser() -> argparse.ArgumentParser:
         default=600.0,
         help="queue every BackgroundJob again this often, to heal what a watch missed "
         "(an unchanged one writes nothing)",
+    )
+    run.add_argument(
+        "--watch-timeout-seconds",
+        type=int,
+        default=300,
+        help="the API server ends each watch after 80-100%% of this; it is then resumed",
     )
     run.add_argument("--log-level", default="info", help="debug, info, warning, error")
     run.add_argument(
