@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.support import (
+    RELEASE,
     REPO,
     SYSTEM_NAMESPACE,
     Kubectl,
@@ -332,6 +333,7 @@ def _replica(operator: Operator, ns: str, tag: str, lease: str) -> Operator:
             f"--leader-election-id={lease}",
             f"--namespace={ns}",
             "--workers=2",
+            "--log-level=debug",
         ),
     )
 
@@ -348,11 +350,12 @@ def test_an_old_leader_writes_nothing_after_its_renew_deadline(
     kubectl: Kubectl, ns: str, operator: Operator, cluster: ModuleType, fault: str
 ) -> None:
     audit = audited_api_server(cluster)
-    lease = f"faults-{ns}"
+    lease = RELEASE  # the chart grants the Lease by this name only
     first, second = (
         _replica(operator, ns, f"{ns}-a", lease),
         _replica(operator, ns, f"{ns}-b", lease),
     )
+    operator.stop()  # only the two replicas act on the namespace
     first.start()
     try:
         eventually(lambda: _leading(first), timeout=30)
@@ -419,3 +422,4 @@ def test_an_old_leader_writes_nothing_after_its_renew_deadline(
                 replica.process.send_signal(signal.SIGCONT)
             replica.stop()
         kubectl.run("delete", "lease", lease, "-n", SYSTEM_NAMESPACE, check=False)
+        operator.start()
