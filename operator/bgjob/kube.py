@@ -192,6 +192,7 @@ class Kube:
         body: Any,
         content_type: str,
         timeout: tuple[float, float],
+        fenced: bool = False,
     ) -> Any:
         if query:
             url = f"{url}?{urlencode(query)}"
@@ -203,6 +204,12 @@ class Kube:
             body=body,
             auth_settings=["BearerToken"],
         )
+        if fenced and self.fence is not None:
+            # As late as possible: nothing but the send itself between check and write.
+            budget = self.fence()
+            if budget is not None:
+                budget = max(budget, 0.5)
+                timeout = (min(timeout[0], budget), min(timeout[1], budget))
         return self.api.call_api(m, full_url, hdrs, payload, _request_timeout=timeout)
 
     def request(
@@ -220,13 +227,9 @@ class Kube:
 
         A write is fenced (see ``fence``) unless ``fenced`` is False (the Lease's own).
         """
-        if fenced and method in WRITES and self.fence is not None:
-            budget = self.fence()
-            if budget is not None:
-                budget = max(budget, 0.5)
-                timeout = (min(timeout[0], budget), min(timeout[1], budget))
+        fence = fenced and method in WRITES
         try:
-            response = self._send(method, url, query, body, content_type, timeout)
+            response = self._send(method, url, query, body, content_type, timeout, fence)
             data = response.read()
         except (urllib3.exceptions.HTTPError, OSError, ApiException) as error:
             # No answer (timeout, reset, refused): transient, like a 5xx.

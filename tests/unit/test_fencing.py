@@ -76,9 +76,12 @@ def test_a_released_lease_fences_at_once() -> None:
 
 
 class Unreachable:
-    """An ApiClient that must never be used."""
+    """An ApiClient that prepares requests but must never send one."""
 
     def param_serialize(self, **kwargs: Any) -> Any:
+        return kwargs["method"], kwargs["resource_path"], {}, kwargs["body"], None
+
+    def call_api(self, *args: Any, **kwargs: Any) -> Any:
         raise AssertionError("a fenced write was sent")
 
 
