@@ -72,7 +72,8 @@ class Informer:
     # of spreading relists); the client's read timeout is a little longer.
     watch_seconds: tuple[int, int] = (240, 300)
     page_size: int = PAGE_SIZE
-    backoff_cap: float = 30.0
+    # Short enough that the cache catches up soon after an API server outage ends.
+    backoff_cap: float = 10.0
     synced: threading.Event = field(default_factory=threading.Event)
     # True while a watch is open on a state the cache holds (no gap); False otherwise.
     live: bool = False
