@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # Reinstall when the dependencies change.
 STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 
-.PHONY: help venv deps bins cluster-up cluster-down cluster-smoke lint helm-lint unit e2e test run crd bench kind-e2e
+.PHONY: help venv deps bins cluster-up cluster-down cluster-smoke lint helm-lint unit e2e test run crd bench kind-e2e chaos
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -58,6 +58,9 @@ unit: venv bins ## pure units and API-contract tests (no cluster)
 
 e2e: venv deps bins ## end-to-end suite against KUBECONFIG or the local control plane
 	@hack/test.sh tests/e2e
+
+chaos: venv deps bins ## fault suite alone: kill -9, API server/etcd restarts, watch expiry, leader loss
+	@hack/test.sh tests/e2e/test_faults.py -s
 
 test: venv deps bins lint ## every test: units, API contract, end-to-end on a real control plane
 	@hack/test.sh tests

@@ -688,6 +688,50 @@ def cmd_env() -> None:
     print(f"export PATH={bindir}:$PATH")
 
 
+def restart(name: str, extra_args: tuple[str, ...] = (), pause: float = 0.0) -> float:
+    """Stop one running component and start it again with the same command line
+    (plus ``extra_args`` it does not have yet), after ``pause`` seconds down; wait
+    until it serves again. For fault tests. Returns the seconds it was down."""
+    rec = recorded(name)
+    if rec is None or proc_start_time(rec[0]) != rec[1]:
+        raise ClusterError(f"{name} is not running")
+    pid, start = rec
+    argv = [a.decode() for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:-1]]
+    environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    env = dict(e.decode().split("=", 1) for e in environ if b"=" in e)
+    argv += [a for a in extra_args if a not in argv]
+    stopped = time.monotonic()
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 15
+    while proc_start_time(pid) == start and time.monotonic() < deadline:
+        reap(pid)
+        time.sleep(0.05)
+    if proc_start_time(pid) == start:
+        os.kill(pid, signal.SIGKILL)
+        while proc_start_time(pid) == start:
+            reap(pid)
+            time.sleep(0.05)
+    reap(pid)
+    time.sleep(pause)
+    state = load_state() or {}
+    proc = spawn(name, argv, env)
+    deadline = time.monotonic() + START_TIMEOUT
+    if name == "kube-apiserver":
+        server = state["server"]
+        wait_for(name, lambda: api_get(server, "/readyz")[0] == 200, deadline, {name: proc})
+    elif name == "etcd":
+
+        def etcd_ok() -> bool:
+            try:
+                with LOCAL.open(state["etcd"] + "/health", timeout=1) as r:
+                    return json.load(r).get("health") == "true"
+            except (OSError, ValueError):
+                return False
+
+        wait_for(name, etcd_ok, deadline, {name: proc})
+    return time.monotonic() - stopped
+
+
 def main(argv: list[str]) -> int:
     if len(argv) != 2 or argv[1] not in ("up", "down", "status", "env"):
         print(__doc__.strip().split("\n\n")[1], file=sys.stderr)

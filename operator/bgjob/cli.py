@@ -55,14 +55,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     logs.configure(args.log_level, args.log_format)
     network.set_default_policy(network.NetworkPolicy(args.deny_networks))
     namespaces = tuple(args.namespace or ())
-    kube = Kube(load_config())
+    identity = default_identity()
+    # The user agent names this process, so the API server's audit log tells replicas apart.
+    kube = Kube(load_config(user_agent=f"bgjob-operator/{__version__} ({identity})"))
     elector = None
     if args.leader_elect:
         elector = LeaderElector(
             kube,
             namespace=args.leader_election_namespace,
             name=args.leader_election_id,
-            identity=default_identity(),
+            identity=identity,
         )
     engine, keda_installed = scaling_engine(kube, args.scaling_engine)
     runtime = Runtime(
@@ -72,6 +74,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         elector=elector,
         scaling_engine=engine,
         keda_installed=keda_installed,
+        resync_seconds=args.resync_seconds,
+        watch_seconds=(max(1, args.watch_timeout_seconds * 4 // 5), args.watch_timeout_seconds),
     )
     registry = build_registry(runtime)
     metrics_host, metrics_port = _address(args.metrics_address)
@@ -239,6 +243,19 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--health-address", default="127.0.0.1:8080", help="/healthz listens here")
     run.add_argument("--metrics-address", default="127.0.0.1:9090", help="/metrics listens here")
     run.add_argument("--workers", type=int, default=4, help="reconciles at once")
+    run.add_argument(
+        "--resync-seconds",
+        type=float,
+        default=600.0,
+        help="queue every BackgroundJob again this often, to heal what a watch missed "
+        "(an unchanged one writes nothing)",
+    )
+    run.add_argument(
+        "--watch-timeout-seconds",
+        type=int,
+        default=300,
+        help="the API server ends each watch after 80-100%% of this; it is then resumed",
+    )
     run.add_argument("--log-level", default="info", help="debug, info, warning, error")
     run.add_argument(
         "--log-format",

@@ -1,37 +1,82 @@
-"""kopf wiring: watch events feed the cache and the work queue; workers reconcile.
+"""The operator's moving parts: informers feed the cache and the work queue; workers reconcile.
 
-kopf gives us robust watch streams, login and the health endpoint. Everything
-else is ours and level-triggered: every event of a BackgroundJob or one of its
-children queues that BackgroundJob, and a pool of workers reconciles queued keys
-(never one key twice at once). No kopf state is written to objects: only
-``on.event`` handlers, so no finalizers and no progress annotations.
+Our own informers (``bgjob.informer``) list and watch the BackgroundJobs and each
+child kind; kopf gives us login, start-up and clean-up, the health endpoint and
+signal handling, and watches nothing (no kopf state is ever written to objects).
+Everything is level-triggered: every change of a BackgroundJob or one of its
+children queues that BackgroundJob, a pool of workers reconciles queued keys
+(never one key twice at once), and a slow periodic resync queues them all.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import kopf
 
 from bgjob import metrics
-from bgjob.api.models import GROUP, PLURAL, VERSION
-from bgjob.api.names import LABEL_MANAGED_BY, MANAGER
-from bgjob.kube import CHILD_KINDS, KEDA_KINDS, RESOURCES, ApiError, Kube
+from bgjob.api.models import KIND
+from bgjob.api.names import LABEL_MANAGED_BY, MANAGER, Body
+from bgjob.api.times import rfc3339
+from bgjob.informer import BackgroundJobSink, ChildSink, Informer, owner_exists
+from bgjob.kube import CHILD_KINDS, KEDA_KINDS, RESOURCES, ApiError, Kube, OwnerGone
 from bgjob.leader import LeaderElector
 from bgjob.reconcile import Reconciler, TransientError
 from bgjob.scaling.scaler import Scaler
-from bgjob.store import Key, Store, key_of
+from bgjob.store import Key, Store, controller_of
 from bgjob.workqueue import WorkQueue
 
 log = logging.getLogger("bgjob.operator")
 
 MANAGED_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGER}"
+# Unexpected errors in a row before a BackgroundJob is marked Degraded (ReconcileError).
+FAILURES_BEFORE_DEGRADED = 5
+DEFAULT_RESYNC_SECONDS = 600.0
+
+
+def degraded_status(status: dict[str, Any], generation: int, message: str, now: str) -> Body:
+    """``status`` with Degraded=True (ReconcileError) and Ready=False, all else kept.
+
+    The whole status is applied again under the same field manager, so no field the
+    reconciler wrote is dropped by the apply.
+    """
+    conditions = [dict(c) for c in status.get("conditions") or [] if isinstance(c, dict)]
+
+    def put(kind: str, value: str) -> None:
+        wanted = {
+            "type": kind,
+            "status": value,
+            "reason": "ReconcileError",
+            "message": message,
+            "observedGeneration": generation,
+        }
+        for existing in conditions:
+            if existing.get("type") == kind:
+                same = existing.get("status") == value
+                existing.update(wanted)
+                if not same or not existing.get("lastTransitionTime"):
+                    existing["lastTransitionTime"] = now
+                return
+        conditions.append({**wanted, "lastTransitionTime": now})
+
+    put("Degraded", "True")
+    put("Ready", "False")
+    return {**status, "state": "Degraded", "conditions": conditions}
+
+
+def error_message(error: BaseException, failures: int) -> str:
+    """One short line for a status and an Event: never a traceback."""
+    text = " ".join(str(error).split())[:300]
+    detail = f"{type(error).__name__}: {text}" if text else type(error).__name__
+    return f"reconcile failed {failures} times in a row: {detail}"
 
 
 def scaling_engine(kube: Kube, wanted: str) -> tuple[str, bool]:
@@ -75,6 +120,14 @@ class Runtime:
     lost: asyncio.Event = field(default_factory=asyncio.Event)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     executor: ThreadPoolExecutor = field(init=False)
+    # Every BackgroundJob is queued again this often, to heal drift a watch missed.
+    resync_seconds: float = DEFAULT_RESYNC_SECONDS
+    # Server-side length of each watch (seconds, a random pick in this range).
+    watch_seconds: tuple[int, int] = (240, 300)
+    informers: list[Informer] = field(default_factory=list)
+    # The distinct errors already logged with a traceback, per failing key.
+    _logged_errors: dict[Key, set[str]] = field(default_factory=dict)
+    _loop: asyncio.AbstractEventLoop | None = None
 
     def __post_init__(self) -> None:
         self.queue = WorkQueue[Key]()
@@ -83,17 +136,33 @@ class Runtime:
             self.kube, self.store, scaler=self.scaler, scaling_engine=self.scaling_engine
         )
         self.executor = ThreadPoolExecutor(self.workers, thread_name_prefix="reconcile")
+        self.kube.owner_guard = self.owner_guard
+        if self.elector is not None:
+            self.kube.fence = self.elector.fence
         metrics.watch_store(self.store)
 
     async def start(self) -> None:
-        """Load the children into the cache, then start the workers."""
+        """Start the informers; the workers start once the cache is complete."""
+        self._loop = asyncio.get_running_loop()
+        self.tasks.append(asyncio.create_task(self._run()))
+
+    async def _run(self) -> None:
+        # BackgroundJobs first: when the children are listed, every owner that existed
+        # is cached, so only children of newer owners wait aside for them.
+        started = time.monotonic()
+        await self._sync(self._informers_for((KIND,), None))
+        await self._sync(self._informers_for(self.child_kinds, MANAGED_SELECTOR))
         loop = asyncio.get_running_loop()
-        for kind in self.child_kinds:
-            api_version = RESOURCES[kind][0]
-            items = await loop.run_in_executor(self.executor, self._list_children, kind)
-            self.store.load_children(items, kind, api_version)
         if self.keda_installed and self.scaling_engine != "keda":
             await loop.run_in_executor(self.executor, self._load_stale_keda_children)
+        bgjobs, children = self.store.sizes()
+        log.info(
+            "cache synced backgroundjobs=%d children=%d pending=%d seconds=%.2f",
+            bgjobs,
+            children,
+            self.store.pending(),
+            time.monotonic() - started,
+        )
         if self.elector is None:
             metrics.LEADER.set(1)
             self.leading.set()
@@ -102,10 +171,84 @@ class Runtime:
             self.tasks.append(asyncio.create_task(self._stop_acting_when_lost()))
         self.tasks.append(asyncio.create_task(self.queue.run_delayed()))
         self.tasks.append(asyncio.create_task(self._when_leading(self.scaler.run())))
+        self.tasks.append(asyncio.create_task(self._when_leading(self._resync())))
         for _ in range(self.workers):
             work = self.queue.run_worker(self._handle)
             self.tasks.append(asyncio.create_task(self._when_leading(work)))
-        log.info("started workers=%d children=%d", self.workers, self.store.sizes()[1])
+        log.info("started workers=%d", self.workers)
+
+    def _informers_for(self, kinds: Iterable[str], selector: str | None) -> list[Informer]:
+        started = []
+        for kind in kinds:
+            for namespace in self.namespaces or (None,):
+                sink: BackgroundJobSink | ChildSink
+                if kind == KIND:
+                    sink = BackgroundJobSink(self.store, self.enqueue, namespace)
+                else:
+                    sink = ChildSink(self.store, self.enqueue, kind, namespace)
+                informer = Informer(
+                    self.kube,
+                    kind,
+                    namespace,
+                    sink,
+                    label_selector=selector,
+                    watch_seconds=self.watch_seconds,
+                )
+                informer.start()
+                self.informers.append(informer)
+                started.append(informer)
+        return started
+
+    @staticmethod
+    async def _sync(informers: list[Informer]) -> None:
+        for informer in informers:
+            while not informer.synced.is_set():  # cancellable, unlike a thread's wait
+                await asyncio.sleep(0.05)
+
+    @property
+    def synced(self) -> bool:
+        """Whether every informer has listed once (the cache is complete)."""
+        return bool(self.informers) and all(i.synced.is_set() for i in self.informers)
+
+    def enqueue(self, keys: Iterable[Key]) -> None:
+        """Queue BackgroundJobs; callable from the informers' threads."""
+        batch = list(keys)
+        loop = self._loop
+        if loop is None or not batch:
+            return
+        with contextlib.suppress(RuntimeError):  # the loop is closed: shutting down
+            loop.call_soon_threadsafe(self._add_all, batch)
+
+    def _add_all(self, keys: list[Key]) -> None:
+        for key in keys:
+            self.queue.add(key)
+
+    async def _resync(self) -> None:
+        """Queue every BackgroundJob every ``resync_seconds``; an unchanged one writes nothing."""
+        while True:
+            await asyncio.sleep(self.resync_seconds)
+            keys = self.store.bgjob_keys()
+            log.debug("resync backgroundjobs=%d", len(keys))
+            self._add_all(keys)
+
+    def owner_guard(self, manifest: dict[str, Any]) -> None:
+        """Before applying or creating a child: its BackgroundJob still exists, same uid.
+
+        Free when the child is cached (an update: the cache answers); one GET of the
+        BackgroundJob when about to create it, since the cache may be in a watch gap.
+        """
+        controller = controller_of(manifest)
+        if controller is None or controller[0] != KIND:
+            return
+        meta = manifest["metadata"]
+        ref = next(r for r in meta.get("ownerReferences") or [] if r.get("uid") == controller[1])
+        key = (meta["namespace"], ref["name"])
+        creating = not self.store.holds_child(key, manifest["kind"], meta["name"])
+        if not owner_exists(self.kube, self.store, key, controller[1], fresh=creating):
+            raise OwnerGone(
+                f"{KIND} {key[0]}/{key[1]} uid {controller[1]} is gone: "
+                f"{manifest['kind']} {meta['name']} not written"
+            )
 
     @property
     def child_kinds(self) -> tuple[str, ...]:
@@ -149,6 +292,8 @@ class Runtime:
 
     async def stop(self) -> None:
         """Stop the workers; a reconcile in flight finishes its current request."""
+        for informer in self.informers:
+            informer.stop()
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
@@ -167,7 +312,8 @@ class Runtime:
         try:
             wake = await loop.run_in_executor(self.executor, self.reconciler.reconcile, key)
         except (TransientError, ApiError) as error:
-            delay = self.queue.retry(key)
+            at_least = error.retry_after if isinstance(error, ApiError) else None
+            delay = self.queue.retry(key, at_least=at_least)
             metrics.observe_reconcile("retry", time.perf_counter() - started)
             log.warning(
                 "reconcile deferred namespace=%s name=%s retry_in=%.1fs error=%s",
@@ -176,30 +322,72 @@ class Runtime:
                 error,
             )
             return
-        except Exception:  # A bug must not stop the operator: log, back off, retry.
-            delay = self.queue.retry(key)
+        except Exception as error:  # A bug must not stop the operator: log, back off, retry.
             metrics.observe_reconcile("error", time.perf_counter() - started)
-            log.exception("reconcile failed namespace=%s name=%s retry_in=%.1fs", *key, delay)
+            await self._failed(key, error)
             return
         metrics.observe_reconcile("success", time.perf_counter() - started)
         self.queue.forget(key)
+        self._logged_errors.pop(key, None)
         if wake is not None:
             self.queue.add_after(key, wake)
 
+    async def _failed(self, key: Key, error: Exception) -> None:
+        """An unexpected error: back off; after a few in a row, say so in the status.
 
-def configure(settings: kopf.OperatorSettings, child_kinds: tuple[str, ...]) -> None:
-    """Every kopf setting the operator relies on, in one place."""
-    # Silent watch stalls are kopf's best-known production failure: bound every stream.
-    settings.watching.server_timeout = 300
-    settings.watching.client_timeout = 330
-    settings.watching.connect_timeout = 30
-    settings.watching.reconnect_backoff = 1.0
+        Its traceback is logged once per distinct error and key, not on every retry.
+        """
+        failures = self.queue.failures(key) + 1
+        delay = self.queue.retry(key)
+        signature = f"{type(error).__name__}: {error}"[:300]
+        seen = self._logged_errors.setdefault(key, set())
+        if signature not in seen and len(seen) < 8:
+            seen.add(signature)
+            log.exception(
+                "reconcile failed namespace=%s name=%s failures=%d retry_in=%.1fs",
+                *key,
+                failures,
+                delay,
+            )
+        else:
+            log.warning(
+                "reconcile failed again namespace=%s name=%s failures=%d retry_in=%.1fs error=%s",
+                *key,
+                failures,
+                delay,
+                signature,
+            )
+        if failures != FAILURES_BEFORE_DEGRADED:
+            return
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self.executor, self._degrade, key, error, failures)
+        except ApiError as write_error:
+            log.warning(
+                "degraded status not written namespace=%s name=%s error=%s", *key, write_error
+            )
+
+    def _degrade(self, key: Key, error: Exception, failures: int) -> None:
+        """Degraded (ReconcileError) with a short message, and a Warning Event."""
+        body = self.store.bgjob(key)
+        if body is None:
+            return
+        meta = body["metadata"]
+        message = error_message(error, failures)
+        now = rfc3339(datetime.now(UTC))
+        status = degraded_status(
+            body.get("status") or {}, int(meta.get("generation") or 0), message, now
+        )
+        written = self.kube.apply_status(key[0], key[1], status)
+        self.store.refresh_bgjob(written, meta.get("resourceVersion"))
+        self.kube.event(body, "Warning", "ReconcileError", message)
+        metrics.RECONCILE_DEGRADED.inc()
+        log.error("degraded namespace=%s name=%s reason=ReconcileError %s", *key, message)
+
+
+def configure(settings: kopf.OperatorSettings) -> None:
+    """Every kopf setting the operator relies on, in one place (kopf watches nothing)."""
     settings.networking.request_timeout = 60
-    # Only our children, filtered by the API server rather than in Python.
-    for kind in child_kinds:
-        api_version, plural = RESOURCES[kind]
-        group = api_version.split("/")[0]
-        settings.watching.label_selectors[group, plural] = MANAGED_SELECTOR
     # Our own Events say what happened; kopf's log lines are not Events.
     settings.posting.enabled = False
     # No cluster-wide CRD scan (needs extra RBAC); the resources are known.
@@ -207,12 +395,12 @@ def configure(settings: kopf.OperatorSettings, child_kinds: tuple[str, ...]) -> 
 
 
 def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
-    """The kopf registry: start-up, clean-up, and one event handler per watched kind."""
+    """The kopf registry: start-up, login, clean-up and the health probe; no watch."""
     registry = kopf.OperatorRegistry()
 
     @kopf.on.startup(registry=registry)
     async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
-        configure(settings, runtime.child_kinds)
+        configure(settings)
         await runtime.start()
 
     @kopf.on.login(registry=registry)
@@ -232,41 +420,12 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
     @kopf.on.probe(id="cache", registry=registry)
     def cache_probe(**_: Any) -> dict[str, int]:
         bgjobs, children = runtime.store.sizes()
-        return {"backgroundjobs": bgjobs, "children": children}
+        return {
+            "backgroundjobs": bgjobs,
+            "children": children,
+            "pending": runtime.store.pending(),
+            "synced": int(runtime.synced),
+            "lists": sum(i.lists for i in runtime.informers),
+        }
 
-    @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
-    async def backgroundjob_event(type: str | None, body: kopf.Body, **_: Any) -> None:
-        raw = dict(body)
-        key = key_of(raw)
-        if type == "DELETED":
-            runtime.store.drop_bgjob(key)  # reconcile then finds nothing and untracks it
-        else:
-            runtime.store.put_bgjob(raw)
-        runtime.queue.add(key)
-
-    for kind in runtime.child_kinds:
-        _register_child(registry, runtime, kind)
     return registry
-
-
-def _register_child(registry: kopf.OperatorRegistry, runtime: Runtime, kind: str) -> None:
-    api_version, plural = RESOURCES[kind]
-    group, version = api_version.split("/")
-
-    async def child_event(type: str | None, body: kopf.Body, **_: Any) -> None:
-        raw = dict(body)
-        if type == "DELETED":
-            owner = runtime.store.drop_child(raw, kind)
-        else:
-            owner = runtime.store.put_child(raw, kind, api_version)
-        if owner is not None and runtime.store.bgjob(owner) is not None:
-            runtime.queue.add(owner)
-
-    kopf.on.event(
-        group,
-        version,
-        plural,
-        id=f"{kind.lower()}_event",
-        labels={LABEL_MANAGED_BY: MANAGER},
-        registry=registry,
-    )(child_event)

@@ -7,10 +7,13 @@ keeps authentication, TLS and token refresh) with one small resource table.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -20,6 +23,7 @@ from kubernetes.client.exceptions import ApiException
 
 from bgjob.api.models import API_VERSION, KIND, PLURAL
 from bgjob.api.names import MANAGER
+from bgjob.api.times import rfc3339
 
 # kind -> (apiVersion, plural)
 RESOURCES: dict[str, tuple[str, str]] = {
@@ -37,7 +41,13 @@ RESOURCES: dict[str, tuple[str, str]] = {
 CHILD_KINDS = ("Deployment", "StatefulSet", "CronJob", "Job")
 # Children in KEDA mode; their resources exist only where KEDA's CRDs are installed.
 KEDA_KINDS = ("ScaledObject", "TriggerAuthentication")
-REQUEST_TIMEOUT = (5, 30)  # connect, read seconds: never hang a worker thread
+# Connect, read seconds: never hang a worker thread, and stay well below the Lease's
+# 15 s, so a write sent before the renew deadline is answered (or abandoned) before a
+# new leader can start.
+REQUEST_TIMEOUT = (5.0, 10.0)
+# A watch is held open this long by the server (plus the client's margin) at most.
+WATCH_MARGIN = 30.0
+WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 class ApiError(Exception):
@@ -49,10 +59,45 @@ class ApiError(Exception):
         self.reason = reason
         self.message = message
 
+    # Seconds the server asked us to wait (a 429's Retry-After), if it said.
+    retry_after: float | None = None
+
     @property
     def permanent(self) -> bool:
         """True when sending the same request again cannot succeed (invalid, forbidden)."""
         return self.status in (400, 403, 422)
+
+
+class Fenced(ApiError):
+    """A write refused before it was sent: this process no longer holds the Lease."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(0, "Fenced", message)
+
+
+class OwnerGone(ApiError):
+    """A child not created: its BackgroundJob no longer exists with the uid we hold."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(0, "OwnerGone", message)
+
+
+def retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or an HTTP date), capped at 10 min."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        seconds = (when - (now or datetime.now(UTC))).total_seconds()
+    if seconds != seconds:  # NaN
+        return None
+    return min(max(seconds, 0.0), 600.0)
 
 
 def path(kind: str, namespace: str, name: str | None = None, sub: str | None = None) -> str:
@@ -67,13 +112,65 @@ def path(kind: str, namespace: str, name: str | None = None, sub: str | None = N
     return out
 
 
-def load_config() -> client.ApiClient:
-    """An API client from the in-cluster ServiceAccount or the kubeconfig."""
+def load_config(user_agent: str | None = None, pool_size: int = 32) -> client.ApiClient:
+    """An API client from the in-cluster ServiceAccount or the kubeconfig.
+
+    The pool holds a connection per watch plus the workers' requests; the user agent
+    names the process, so the API server's audit log tells replicas apart.
+    """
+    configuration = client.Configuration()
     try:
-        config.load_incluster_config()
+        config.load_incluster_config(client_configuration=configuration)
     except config.ConfigException:
-        config.load_kube_config()
-    return client.ApiClient()
+        config.load_kube_config(client_configuration=configuration)
+    configuration.connection_pool_maxsize = pool_size
+    api = client.ApiClient(configuration)
+    if user_agent:
+        api.user_agent = user_agent
+    return api
+
+
+def collection(kind: str, namespace: str | None) -> str:
+    """The REST path of a kind's collection in one namespace, or in all."""
+    if namespace:
+        return path(kind, namespace)
+    api_version, plural = RESOURCES[kind]
+    base = f"/apis/{api_version}" if "/" in api_version else f"/api/{api_version}"
+    return f"{base}/{plural}"
+
+
+class WatchStream:
+    """The events of one watch request, decoded line by line from the raw response."""
+
+    def __init__(self, response: Any) -> None:
+        self._response = response  # urllib3.HTTPResponse, not preloaded
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        buffer = b""
+        try:
+            for chunk in self._response.stream(65536, decode_content=True):
+                buffer += chunk
+                while True:
+                    line, newline, rest = buffer.partition(b"\n")
+                    if not newline:
+                        break
+                    buffer = rest
+                    if line.strip():
+                        yield json.loads(line)
+        except (urllib3.exceptions.HTTPError, OSError) as error:
+            raise ApiError(0, type(error).__name__, str(error)[:500]) from None
+        finally:
+            self.close()
+        if buffer.strip():
+            yield json.loads(buffer)
+
+    def close(self) -> None:
+        """End the stream; safe from another thread (it unblocks a pending read)."""
+        # Fails harmlessly when the response was read to its end (connection released).
+        with contextlib.suppress(Exception):
+            self._response.shutdown()
+        with contextlib.suppress(OSError):
+            self._response.close()
 
 
 @dataclass
@@ -81,18 +178,23 @@ class Kube:
     """The operator's API calls, each one request."""
 
     api: client.ApiClient
+    # Called before every write: raises Fenced once this process may no longer write,
+    # else returns the seconds a write may take (None: no limit but the default).
+    fence: Callable[[], float | None] | None = field(default=None, repr=False)
+    # Called before applying or creating an object owned by a BackgroundJob: raises
+    # OwnerGone when that BackgroundJob no longer exists with the uid named.
+    owner_guard: Callable[[dict[str, Any]], None] | None = field(default=None, repr=False)
 
-    def request(
+    def _send(
         self,
         method: str,
         url: str,
-        *,
-        query: dict[str, Any] | None = None,
-        body: Any = None,
-        content_type: str = "application/json",
-        timeout: tuple[float, float] = REQUEST_TIMEOUT,
-    ) -> dict[str, Any]:
-        """Send one request; return the decoded body or raise ApiError."""
+        query: dict[str, Any] | None,
+        body: Any,
+        content_type: str,
+        timeout: tuple[float, float],
+        fenced: bool = False,
+    ) -> Any:
         if query:
             url = f"{url}?{urlencode(query)}"
         headers = {"Accept": "application/json", "Content-Type": content_type}
@@ -103,8 +205,32 @@ class Kube:
             body=body,
             auth_settings=["BearerToken"],
         )
+        if fenced and self.fence is not None:
+            # As late as possible: nothing but the send itself between check and write.
+            budget = self.fence()
+            if budget is not None:
+                budget = max(budget, 0.5)
+                timeout = (min(timeout[0], budget), min(timeout[1], budget))
+        return self.api.call_api(m, full_url, hdrs, payload, _request_timeout=timeout)
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        query: dict[str, Any] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+        timeout: tuple[float, float] = REQUEST_TIMEOUT,
+        fenced: bool = True,
+    ) -> dict[str, Any]:
+        """Send one request; return the decoded body or raise ApiError.
+
+        A write is fenced (see ``fence``) unless ``fenced`` is False (the Lease's own).
+        """
+        fence = fenced and method in WRITES
         try:
-            response = self.api.call_api(m, full_url, hdrs, payload, _request_timeout=timeout)
+            response = self._send(method, url, query, body, content_type, timeout, fence)
             data = response.read()
         except (urllib3.exceptions.HTTPError, OSError, ApiException) as error:
             # No answer (timeout, reset, refused): transient, like a 5xx.
@@ -116,12 +242,58 @@ class Kube:
                 raise
             decoded = {}  # A plain-text error, e.g. "404 page not found" from discovery.
         if response.status >= 400:
+            failure = ApiError(
+                response.status,
+                str(decoded.get("reason") or response.reason),
+                str(decoded.get("message") or data[:500]),
+            )
+            if response.status in (429, 503):
+                failure.retry_after = retry_after(response.getheader("Retry-After"))
+            raise failure
+        return decoded
+
+    def watch(
+        self,
+        kind: str,
+        namespace: str | None,
+        *,
+        resource_version: str,
+        label_selector: str | None = None,
+        timeout_seconds: int = 300,
+        connect_timeout: float = REQUEST_TIMEOUT[0],
+    ) -> WatchStream:
+        """Open a watch from ``resource_version``, with bookmarks; raw JSON events.
+
+        The server ends it after ``timeout_seconds``; the client gives up on silence a
+        little later, so a dead connection cannot stall the cache for longer.
+        """
+        query: dict[str, Any] = {
+            "watch": "1",
+            "resourceVersion": resource_version,
+            "allowWatchBookmarks": "true",
+            "timeoutSeconds": str(timeout_seconds),
+        }
+        if label_selector:
+            query["labelSelector"] = label_selector
+        timeout = (connect_timeout, timeout_seconds + WATCH_MARGIN)
+        try:
+            response = self._send(
+                "GET", collection(kind, namespace), query, None, "application/json", timeout
+            )
+        except (urllib3.exceptions.HTTPError, OSError, ApiException) as error:
+            raise ApiError(0, type(error).__name__, str(error)[:500]) from None
+        if response.status >= 400:
+            data = response.read()
+            try:
+                decoded = json.loads(data) if data else {}
+            except ValueError:
+                decoded = {}
             raise ApiError(
                 response.status,
                 str(decoded.get("reason") or response.reason),
                 str(decoded.get("message") or data[:500]),
             )
-        return decoded
+        return WatchStream(response.response)
 
     def apply(self, manifest: dict[str, Any], manager: str = MANAGER) -> dict[str, Any]:
         """Server-side apply under the operator's field manager, taking over our fields.
@@ -129,6 +301,8 @@ class Kube:
         Another ``manager`` applies without force: a conflict is an error, not a takeover.
         """
         meta = manifest["metadata"]
+        if self.owner_guard is not None:
+            self.owner_guard(manifest)
         query = {"fieldManager": manager}
         if manager == MANAGER:
             query["force"] = "true"
@@ -143,6 +317,8 @@ class Kube:
     def create(self, manifest: dict[str, Any]) -> dict[str, Any]:
         """Create an object that must never be re-applied (a run's Job)."""
         meta = manifest["metadata"]
+        if self.owner_guard is not None:
+            self.owner_guard(manifest)
         return self.request(
             "POST",
             path(manifest["kind"], meta["namespace"]),
@@ -187,21 +363,31 @@ class Kube:
         self, kind: str, label_selector: str, namespace: str | None = None
     ) -> list[dict[str, Any]]:
         """List objects of a kind (in one namespace or all), following pagination."""
-        api_version, plural = RESOURCES[kind]
-        if namespace:
-            base = path(kind, namespace)
-        else:
-            group = f"/apis/{api_version}" if "/" in api_version else f"/api/{api_version}"
-            base = f"{group}/{plural}"
         items: list[dict[str, Any]] = []
-        query: dict[str, Any] = {"labelSelector": label_selector, "limit": 500}
+        token: str | None = None
         while True:
-            page = self.request("GET", base, query=query)
+            page = self.list_page(kind, namespace, label_selector=label_selector, token=token)
             items.extend(page.get("items") or [])
             token = (page.get("metadata") or {}).get("continue")
             if not token:
                 return items
+
+    def list_page(
+        self,
+        kind: str,
+        namespace: str | None,
+        *,
+        label_selector: str | None = None,
+        limit: int = 500,
+        token: str | None = None,
+    ) -> dict[str, Any]:
+        """One page of a LIST (raw JSON); ``metadata.continue`` names the next one."""
+        query: dict[str, Any] = {"limit": limit}
+        if label_selector:
+            query["labelSelector"] = label_selector
+        if token:
             query["continue"] = token
+        return self.request("GET", collection(kind, namespace), query=query)
 
     def apply_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
         """Server-side apply the BackgroundJob's status subresource."""
@@ -222,7 +408,7 @@ class Kube:
     def event(self, involved: dict[str, Any], kind: str, reason: str, message: str) -> None:
         """Record a core/v1 Event on an object (``kind``: Normal or Warning)."""
         meta = involved["metadata"]
-        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        now = rfc3339(datetime.now(UTC))
         self.request(
             "POST",
             path("Event", meta["namespace"]),

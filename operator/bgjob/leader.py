@@ -6,6 +6,11 @@ it last saw the Lease change (never by comparing another pod's timestamps), so
 clock skew between nodes cannot hand the Lease to two holders. A leader that
 cannot renew within the renew deadline stops acting and exits, to come back
 as a candidate.
+
+Fencing: ``fence`` is called before every write (see ``Kube.fence``). Past the
+renew deadline, counted from when the last successful renewal was *sent*, no write
+leaves this process, even from a reconcile thread that started long before; a write
+sent earlier may take only until the Lease would run out.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bgjob import metrics
-from bgjob.kube import ApiError, Kube, path
+from bgjob.kube import ApiError, Fenced, Kube, path
 
 log = logging.getLogger("bgjob.leader")
 
@@ -55,6 +60,18 @@ class LeaderElector:
     def __post_init__(self) -> None:
         self._observed: dict[str, Any] | None = None  # the Lease spec last seen
         self._observed_at = 0.0
+        # When the last successful acquire or renewal was sent (None: never held).
+        self._renewed_at: float | None = None
+
+    def fence(self) -> float:
+        """Seconds a write may take from now; raises Fenced past the renew deadline."""
+        renewed = self._renewed_at
+        now = self.clock()
+        if renewed is None:
+            raise Fenced("not the leader: no write")
+        if now - renewed > self.renew_deadline:
+            raise Fenced(f"lease not renewed for {now - renewed:.1f}s: no write")
+        return renewed + self.lease_seconds - now
 
     def _url(self, name: bool = True) -> str:
         return path("Lease", self.namespace, self.name if name else None)
@@ -71,12 +88,16 @@ class LeaderElector:
 
     def try_acquire_or_renew(self) -> bool:
         """One attempt: True when this process holds the Lease afterwards."""
+        sent = self.clock()
         try:
             lease = self.kube.request("GET", self._url(), timeout=LEASE_TIMEOUT)
         except ApiError as error:
             if error.status != 404:
                 raise
-            return self._create()
+            created = self._create()
+            if created:
+                self._renewed_at = sent
+            return created
         spec = lease.get("spec") or {}
         if spec != self._observed:
             self._observed, self._observed_at = spec, self.clock()
@@ -92,12 +113,13 @@ class LeaderElector:
             new_spec = self._spec(transitions + 1)
         lease["spec"] = new_spec
         try:
-            self.kube.request("PUT", self._url(), body=lease, timeout=LEASE_TIMEOUT)
+            self.kube.request("PUT", self._url(), body=lease, timeout=LEASE_TIMEOUT, fenced=False)
         except ApiError as error:
             if error.status == 409:  # Someone else wrote it first.
                 return False
             raise
         self._observed, self._observed_at = new_spec, self.clock()
+        self._renewed_at = sent
         return True
 
     def _create(self) -> bool:
@@ -108,7 +130,9 @@ class LeaderElector:
             "spec": self._spec(0),
         }
         try:
-            self.kube.request("POST", self._url(name=False), body=body)
+            self.kube.request(
+                "POST", self._url(name=False), body=body, timeout=LEASE_TIMEOUT, fenced=False
+            )
         except ApiError as error:
             if error.status == 409:
                 return False
@@ -118,13 +142,14 @@ class LeaderElector:
     def release(self) -> None:
         """Give the Lease up at once so a standby takes over without waiting for expiry."""
         try:
-            lease = self.kube.request("GET", self._url())
+            self._renewed_at = None  # nothing more from this process
+            lease = self.kube.request("GET", self._url(), timeout=LEASE_TIMEOUT)
             if (lease.get("spec") or {}).get("holderIdentity") != self.identity:
                 return
             lease["spec"].update(
                 holderIdentity=None, leaseDurationSeconds=1, renewTime=micro_time()
             )
-            self.kube.request("PUT", self._url(), body=lease)
+            self.kube.request("PUT", self._url(), body=lease, timeout=LEASE_TIMEOUT, fenced=False)
             log.info("released lease=%s/%s", self.namespace, self.name)
         except ApiError as error:
             log.warning("lease not released error=%s", error)
@@ -154,6 +179,7 @@ class LeaderElector:
                     metrics.LEADER.set(1)
                     leading.set()
             elif leading.is_set() and now - last_renewal > self.renew_deadline:
+                self._renewed_at = None
                 log.error("lost leadership lease=%s/%s", self.namespace, self.name)
                 metrics.LEADER.set(0)
                 lost.set()

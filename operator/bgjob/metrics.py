@@ -27,6 +27,15 @@ LEADER = Gauge(
     "bgjob_leader",
     "1 while this process holds the leader-election Lease (or runs without election).",
 )
+WATCH_RESTARTS = Counter(
+    "bgjob_watch_restarts_total",
+    "Watches that ended in a new LIST, by kind and reason (expired: 410 Gone; error).",
+    ["kind", "reason"],
+)
+RECONCILE_DEGRADED = Counter(
+    "bgjob_reconcile_degraded_total",
+    "BackgroundJobs marked Degraded (ReconcileError) after repeated unexpected errors.",
+)
 QUEUE_PROBES = Counter(
     "bgjob_queue_probes_total",
     "Backlog reads sent to brokers, by backend and result (ok, error).",

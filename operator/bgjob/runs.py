@@ -39,21 +39,9 @@ from bgjob.api.names import (
     Body,
     Event,
 )
+from bgjob.api.times import parse_time, rfc3339
 from bgjob.workloads.pod import controlled_by
 from bgjob.workloads.runs import manual_run_name, once_due_time, run_job
-
-
-def rfc3339(moment: datetime) -> str:
-    """A timestamp as Kubernetes writes it: seconds, UTC, a trailing Z."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_time(value: str | None) -> datetime | None:
-    """Parse a Kubernetes timestamp."""
-    if not value:
-        return None
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
-
 
 # --- one Job ---------------------------------------------------------------------------
 

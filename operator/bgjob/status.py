@@ -20,7 +20,8 @@ from bgjob.api.models import (
     WorkloadRef,
 )
 from bgjob.api.names import Body
-from bgjob.runs import finished_condition, next_cron_time, parse_time, rfc3339
+from bgjob.api.times import parse_time, rfc3339
+from bgjob.runs import finished_condition, next_cron_time
 
 __all__ = ["next_cron_time", "parse_time", "rfc3339"]
 

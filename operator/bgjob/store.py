@@ -1,20 +1,36 @@
-"""An in-memory cache of BackgroundJobs and their children, fed by watch events.
+"""An in-memory cache of BackgroundJobs and the children they own, fed by the informers.
 
 Reconciles read from here instead of the API server, so a resync that changes
 nothing makes no API call. Bodies are trimmed to what the operator reads.
+
+Only children a cached BackgroundJob controls are held: an ownerReference with
+``controller: true`` and that BackgroundJob's uid (or, for a run, a CronJob held
+for it). A labelled object nobody of ours owns costs nothing. A child whose owner
+is not cached (yet) is held aside by its controller's uid, up to a bound, and
+adopted when the owner arrives: the watches of different kinds are not ordered,
+so a standby can see a child before its BackgroundJob. Anything beyond the bound
+is dropped; a reconcile reads a child it misses from the API server anyway.
+
+After a relist, ``replace_*`` makes one kind in one scope exactly what the list
+returned and returns the BackgroundJobs whose view changed.
 """
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Iterable
 from typing import Any
 
-from bgjob.api.names import LABEL_INSTANCE
+from bgjob.api.models import KIND
+from bgjob.api.names import Body
 
 Key = tuple[str, str]  # (namespace, name)
 ChildKey = tuple[str, str]  # (kind, name)
-Body = dict[str, Any]
+ChildId = tuple[str, str, str]  # (kind, namespace, name)
+
+# Children held aside while their owner is not cached; beyond this they are dropped.
+MAX_PENDING = 10_000
 
 _KEPT_METADATA = (
     "name",
@@ -28,18 +44,33 @@ _KEPT_METADATA = (
     "annotations",
     "ownerReferences",
 )
+_KEPT_OWNER_FIELDS = ("apiVersion", "kind", "name", "uid", "controller")
+
+
+def _intern(value: Any) -> Any:
+    return sys.intern(value) if isinstance(value, str) else value
 
 
 def trim(body: Body, kind: str | None = None, api_version: str | None = None) -> Body:
     """Keep what reconcile and status read; drop managedFields and the like.
 
-    Items of a LIST response carry no kind, so the caller may name it.
+    Items of a LIST response carry no kind, so the caller may name it. Strings that
+    repeat across thousands of objects (kind, apiVersion, namespace) are interned.
     """
     meta = body.get("metadata") or {}
+    kept = {k: meta[k] for k in _KEPT_METADATA if k in meta}
+    if "namespace" in kept:
+        kept["namespace"] = _intern(kept["namespace"])
+    if "ownerReferences" in kept:
+        kept["ownerReferences"] = [
+            {k: _intern(ref[k]) for k in _KEPT_OWNER_FIELDS if k in ref}
+            for ref in kept["ownerReferences"] or []
+            if isinstance(ref, dict)
+        ]
     return {
-        "apiVersion": api_version or body.get("apiVersion"),
-        "kind": kind or body.get("kind"),
-        "metadata": {k: meta[k] for k in _KEPT_METADATA if k in meta},
+        "apiVersion": _intern(api_version or body.get("apiVersion")),
+        "kind": _intern(kind or body.get("kind")),
+        "metadata": kept,
         "spec": body.get("spec") or {},
         "status": body.get("status") or {},
     }
@@ -51,28 +82,59 @@ def key_of(body: Body) -> Key:
     return meta.get("namespace") or "default", meta["name"]
 
 
-def owner_key_of(child: Body) -> Key | None:
-    """The BackgroundJob a child belongs to, from its instance label."""
-    meta = child.get("metadata") or {}
-    instance = (meta.get("labels") or {}).get(LABEL_INSTANCE)
-    if not instance:
+def controller_of(body: Body) -> tuple[str, str] | None:
+    """The (kind, uid) of an object's controller ownerReference, or None."""
+    for ref in (body.get("metadata") or {}).get("ownerReferences") or []:
+        if isinstance(ref, dict) and ref.get("controller") and ref.get("uid"):
+            return str(ref.get("kind") or ""), str(ref["uid"])
+    return None
+
+
+def _version(body: Body | None) -> str | None:
+    if body is None:
         return None
-    return meta.get("namespace") or "default", instance
+    version = body["metadata"].get("resourceVersion")
+    return str(version) if version is not None else None
+
+
+def _in_scope(namespace: str, scope: str | None) -> bool:
+    return scope is None or namespace == scope
 
 
 class Store:
     """Thread-safe maps: BackgroundJobs by key, children by their owner's key."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_pending: int = MAX_PENDING) -> None:
         self._lock = threading.Lock()
         self._bgjobs: dict[Key, Body] = {}
+        self._bgjob_uids: dict[str, Key] = {}
         self._children: dict[Key, dict[ChildKey, Body]] = {}
+        self._held: dict[ChildId, Key] = {}  # child -> its owner's key
+        self._child_uids: dict[str, Key] = {}  # uid of a held child -> its owner's key
+        # Children whose controller is not cached, by the controller's uid.
+        self._pending: dict[str, dict[ChildId, Body]] = {}
+        self._pending_uid: dict[ChildId, str] = {}
+        self.max_pending = max_pending
+        self.dropped = 0  # children dropped because the pending bound was reached
+
+    # --- BackgroundJobs -----------------------------------------------------------------
 
     def put_bgjob(self, body: Body) -> Key:
-        """Remember the latest version of a BackgroundJob."""
-        key = key_of(body)
+        """Remember the latest version of a BackgroundJob; adopt children waiting for it."""
         with self._lock:
-            self._bgjobs[key] = trim(body)
+            return self._put_bgjob(trim(body))
+
+    def _put_bgjob(self, trimmed: Body) -> Key:
+        key = key_of(trimmed)
+        uid = str(trimmed["metadata"].get("uid") or "")
+        old = self._bgjobs.get(key)
+        old_uid = str(old["metadata"].get("uid") or "") if old is not None else ""
+        if old is not None and old_uid != uid:
+            self._drop_bgjob(key)  # a new object under an old name: a new owner
+        self._bgjobs[key] = trimmed
+        if uid:
+            self._bgjob_uids[uid] = key
+            self._adopt(uid, key)
         return key
 
     def refresh_bgjob(self, body: Body, seen_version: str | None) -> None:
@@ -80,28 +142,143 @@ class Store:
         key = key_of(body)
         with self._lock:
             cached = self._bgjobs.get(key)
-            if cached is not None and cached["metadata"].get("resourceVersion") == seen_version:
-                self._bgjobs[key] = trim(body)
+            if cached is None or _version(cached) != seen_version:
+                return
+            fresh = trim(body)
+            uid = cached["metadata"].get("uid")
+            if fresh["metadata"].setdefault("uid", uid) != uid:
+                return  # another object of that name: the informer will tell
+            self._put_bgjob(fresh)
 
     def drop_bgjob(self, key: Key) -> None:
-        """Forget a deleted BackgroundJob."""
+        """Forget a deleted BackgroundJob; its children wait aside for garbage collection."""
         with self._lock:
-            self._bgjobs.pop(key, None)
+            self._drop_bgjob(key)
+
+    def _drop_bgjob(self, key: Key) -> None:
+        body = self._bgjobs.pop(key, None)
+        if body is None:
+            return
+        uid = str(body["metadata"].get("uid") or "")
+        if self._bgjob_uids.get(uid) == key:
+            del self._bgjob_uids[uid]
+        for (kind, name), child in list(self._children.get(key, {}).items()):
+            self._unhold((kind, key[0], name))
+            self._pend((kind, key[0], name), child)
 
     def bgjob(self, key: Key) -> Body | None:
         """The cached BackgroundJob, or None."""
         with self._lock:
             return self._bgjobs.get(key)
 
+    def bgjob_uid(self, key: Key) -> str | None:
+        """The uid of the cached BackgroundJob, or None when it is not cached."""
+        with self._lock:
+            body = self._bgjobs.get(key)
+            return str(body["metadata"].get("uid") or "") if body is not None else None
+
+    def bgjob_keys(self) -> list[Key]:
+        """Every cached BackgroundJob's key (for a resync)."""
+        with self._lock:
+            return list(self._bgjobs)
+
+    def replace_bgjobs(self, bodies: Iterable[Body], namespace: str | None) -> set[Key]:
+        """Make the BackgroundJobs in ``namespace`` (None: all) exactly ``bodies``.
+
+        Returns the keys that appeared, changed or vanished.
+        """
+        listed = {key_of(b): trim(b, KIND) for b in bodies}
+        changed: set[Key] = set()
+        with self._lock:
+            for key in [k for k in self._bgjobs if _in_scope(k[0], namespace)]:
+                if key not in listed:
+                    self._drop_bgjob(key)
+                    changed.add(key)
+            for key, body in listed.items():
+                if _version(self._bgjobs.get(key)) != _version(body) or key not in self._bgjobs:
+                    self._put_bgjob(body)
+                    changed.add(key)
+        return changed
+
+    # --- children -----------------------------------------------------------------------
+
     def put_child(self, body: Body, kind: str, api_version: str) -> Key | None:
-        """Remember a child; returns its owner's key."""
-        owner = owner_key_of(body)
+        """Remember a child; returns its owner's key when a cached BackgroundJob owns it."""
+        with self._lock:
+            return self._put_child(trim(body, kind, api_version))
+
+    def _owner(self, child: Body) -> Key | None:
+        """The cached BackgroundJob that controls ``child`` (directly or through a CronJob)."""
+        controller = controller_of(child)
+        if controller is None:
+            return None
+        kind, uid = controller
+        namespace = child["metadata"].get("namespace") or "default"
+        if kind == KIND:
+            owner = self._bgjob_uids.get(uid)
+        elif kind == "CronJob" and child["kind"] == "Job":
+            owner = self._child_uids.get(uid)
+        else:
+            return None
+        return owner if owner is not None and owner[0] == namespace else None
+
+    def _put_child(self, child: Body) -> Key | None:
+        meta = child["metadata"]
+        cid: ChildId = (child["kind"], meta.get("namespace") or "default", meta["name"])
+        self._unhold(cid)
+        self._unpend(cid)
+        owner = self._owner(child)
+        if owner is None:
+            self._pend(cid, child)
+            return None
+        self._children.setdefault(owner, {})[(cid[0], cid[2])] = child
+        self._held[cid] = owner
+        uid = str(meta.get("uid") or "")
+        if uid:
+            self._child_uids[uid] = owner
+            self._adopt(uid, owner)
+        return owner
+
+    def _unhold(self, cid: ChildId) -> Key | None:
+        owner = self._held.pop(cid, None)
         if owner is None:
             return None
-        child = trim(body, kind, api_version)
-        with self._lock:
-            self._children.setdefault(owner, {})[(child["kind"], child["metadata"]["name"])] = child
+        mine = self._children.get(owner)
+        if mine is not None:
+            child = mine.pop((cid[0], cid[2]), None)
+            if child is not None:
+                uid = str(child["metadata"].get("uid") or "")
+                if self._child_uids.get(uid) == owner:
+                    del self._child_uids[uid]
+            if not mine:
+                del self._children[owner]
         return owner
+
+    def _pend(self, cid: ChildId, child: Body) -> None:
+        controller = controller_of(child)
+        if controller is None or controller[0] not in (KIND, "CronJob"):
+            return  # Not ours in any way: never held.
+        if len(self._pending_uid) >= self.max_pending:
+            self.dropped += 1
+            return
+        self._pending.setdefault(controller[1], {})[cid] = child
+        self._pending_uid[cid] = controller[1]
+
+    def _unpend(self, cid: ChildId) -> None:
+        uid = self._pending_uid.pop(cid, None)
+        if uid is None:
+            return
+        waiting = self._pending.get(uid)
+        if waiting is not None:
+            waiting.pop(cid, None)
+            if not waiting:
+                del self._pending[uid]
+
+    def _adopt(self, uid: str, owner: Key) -> None:
+        """Hold the children that waited for the controller with this uid."""
+        for cid, child in list(self._pending.pop(uid, {}).items()):
+            self._pending_uid.pop(cid, None)
+            self._put_child(child)
 
     def refresh_child(
         self, body: Body, kind: str, api_version: str, seen_version: str | None
@@ -109,31 +286,59 @@ class Store:
         """Store our own write's result, unless a watch event replaced what we read
         (``seen_version``; None: not cached) meanwhile: that event is newer than our
         response, and overwriting it would hide the controller's latest status."""
-        owner = owner_key_of(body)
-        if owner is None:
-            return
-        key = (kind, body["metadata"]["name"])
+        meta = body["metadata"]
+        cid: ChildId = (kind, meta.get("namespace") or "default", meta["name"])
         with self._lock:
-            cached = self._children.get(owner, {}).get(key)
-            cached_version = cached["metadata"].get("resourceVersion") if cached else None
-            if cached_version == seen_version:
-                self._children.setdefault(owner, {})[key] = trim(body, kind, api_version)
+            if _version(self._find(cid)) == seen_version:
+                self._put_child(trim(body, kind, api_version))
+
+    def _find(self, cid: ChildId) -> Body | None:
+        owner = self._held.get(cid)
+        if owner is not None:
+            return self._children.get(owner, {}).get((cid[0], cid[2]))
+        uid = self._pending_uid.get(cid)
+        return self._pending.get(uid, {}).get(cid) if uid is not None else None
 
     def drop_child(self, body: Body, kind: str) -> Key | None:
-        """Forget a deleted child; returns its owner's key."""
-        owner = owner_key_of(body)
-        if owner is None:
-            return None
+        """Forget a deleted child; returns its owner's key when one was cached."""
+        meta = body["metadata"]
+        cid: ChildId = (kind, meta.get("namespace") or "default", meta["name"])
         with self._lock:
-            mine = self._children.get(owner)
-            if mine is not None:
-                mine.pop((kind, body["metadata"]["name"]), None)
-                if not mine:
-                    del self._children[owner]
-        return owner
+            self._unpend(cid)
+            return self._unhold(cid)
+
+    def replace_children(
+        self, bodies: Iterable[Body], kind: str, api_version: str, namespace: str | None
+    ) -> set[Key]:
+        """Make the ``kind`` children in ``namespace`` (None: all) exactly ``bodies``.
+
+        Returns the owners whose children appeared, changed or vanished.
+        """
+        listed: dict[ChildId, Body] = {}
+        for body in bodies:
+            child = trim(body, kind, api_version)
+            meta = child["metadata"]
+            listed[(kind, meta.get("namespace") or "default", meta["name"])] = child
+        changed: set[Key] = set()
+        with self._lock:
+            known = [*self._held, *self._pending_uid]
+            for cid in known:
+                if cid[0] == kind and _in_scope(cid[1], namespace) and cid not in listed:
+                    self._unpend(cid)
+                    owner = self._unhold(cid)
+                    if owner is not None:
+                        changed.add(owner)
+            for cid, child in listed.items():
+                before = self._find(cid)
+                if before is not None and _version(before) == _version(child):
+                    continue
+                owner_before = self._held.get(cid)
+                owner = self._put_child(child)
+                changed |= {k for k in (owner_before, owner) if k is not None}
+        return changed
 
     def load_children(self, bodies: Iterable[Body], kind: str, api_version: str) -> None:
-        """Load a full listing of one kind of children (at start-up)."""
+        """Add a listing of one kind of children (not watched: KEDA's in builtin mode)."""
         for body in bodies:
             self.put_child(body, kind, api_version)
 
@@ -142,10 +347,20 @@ class Store:
         with self._lock:
             return dict(self._children.get(key, {}))
 
+    def holds_child(self, key: Key, kind: str, name: str) -> bool:
+        """Whether the child ``kind``/``name`` of this BackgroundJob is cached."""
+        with self._lock:
+            return (kind, name) in self._children.get(key, {})
+
     def sizes(self) -> tuple[int, int]:
         """How many BackgroundJobs and children are cached."""
         with self._lock:
-            return len(self._bgjobs), sum(len(c) for c in self._children.values())
+            return len(self._bgjobs), len(self._held)
+
+    def pending(self) -> int:
+        """How many children wait aside for an owner that is not cached."""
+        with self._lock:
+            return len(self._pending_uid)
 
     def statuses(self) -> list[tuple[Key, dict[str, Any]]]:
         """The status of every cached BackgroundJob (for metrics)."""

@@ -4,6 +4,10 @@ A key is never reconciled by two workers at once; a key added while it is being
 reconciled runs once more afterwards; many adds of a waiting key coalesce into
 one reconcile; ``add_after`` schedules a wake-up (a once-run's due time, a retry
 with backoff) without a timer per object.
+
+Fair: ready keys wait per namespace, and workers take namespaces in turn (round
+robin), so one namespace with thousands of changing objects delays another's
+next reconcile by at most one reconcile per busy namespace, not by its backlog.
 """
 
 from __future__ import annotations
@@ -13,17 +17,31 @@ import contextlib
 import heapq
 import itertools
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Hashable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 Key = TypeVar("Key", bound=Hashable)
 
 
-class WorkQueue(Generic[Key]):
-    """Deduplicating queue with delayed adds and per-key exponential backoff."""
+def namespace_of(key: Any) -> Hashable:
+    """The fairness shard of a key: the namespace of a (namespace, name) key."""
+    return key[0] if isinstance(key, tuple) and key else None
 
-    def __init__(self, base_delay: float = 0.5, max_delay: float = 300.0) -> None:
-        self._ready: asyncio.Queue[Key] = asyncio.Queue()
+
+class WorkQueue(Generic[Key]):
+    """Deduplicating, per-namespace fair queue with delayed adds and per-key backoff."""
+
+    def __init__(
+        self,
+        base_delay: float = 0.5,
+        max_delay: float = 300.0,
+        shard: Callable[[Key], Hashable] = namespace_of,
+    ) -> None:
+        self._shard = shard
+        self._ready: dict[Hashable, deque[Key]] = {}  # ready keys, per shard, FIFO
+        self._turns: deque[Hashable] = deque()  # shards with ready keys, in turn order
+        self._available = asyncio.Semaphore(0)  # one per ready key
         self._queued: set[Key] = set()
         self._running: set[Key] = set()
         self._again: set[Key] = set()
@@ -41,7 +59,13 @@ class WorkQueue(Generic[Key]):
             self._again.add(key)
         elif key not in self._queued:
             self._queued.add(key)
-            self._ready.put_nowait(key)
+            shard = self._shard(key)
+            waiting = self._ready.get(shard)
+            if waiting is None:
+                waiting = self._ready[shard] = deque()
+                self._turns.append(shard)
+            waiting.append(key)
+            self._available.release()
 
     def add_after(self, key: Key, delay: float) -> None:
         """Reconcile ``key`` after ``delay`` seconds."""
@@ -56,21 +80,40 @@ class WorkQueue(Generic[Key]):
         heapq.heappush(self._delayed, (when, next(self._tie), key))
         self._wake.set()
 
-    def retry(self, key: Key) -> float:
-        """Schedule ``key`` again with exponential backoff; returns the delay."""
+    def retry(self, key: Key, at_least: float | None = None) -> float:
+        """Schedule ``key`` again with exponential backoff; returns the delay.
+
+        ``at_least``: what the server asked for (a 429's Retry-After), if longer.
+        """
         failures = self._failures.get(key, 0)
         self._failures[key] = failures + 1
         # The exponent is capped: 2.0**1024 overflows, and the delay is capped anyway.
         delay = min(self.base_delay * 2.0 ** min(failures, 30), self.max_delay)
+        if at_least is not None:
+            delay = max(delay, at_least)
         self.add_after(key, delay)
         return delay
+
+    def failures(self, key: Key) -> int:
+        """How many times in a row ``key`` failed (retries since the last success)."""
+        return self._failures.get(key, 0)
 
     def forget(self, key: Key) -> None:
         """Reset the backoff of ``key`` after a success."""
         self._failures.pop(key, None)
 
     def __len__(self) -> int:
-        return self._ready.qsize()
+        return len(self._queued)
+
+    def _take(self) -> Key:
+        shard = self._turns.popleft()
+        waiting = self._ready[shard]
+        key = waiting.popleft()
+        if waiting:
+            self._turns.append(shard)  # its next key waits for the other shards' turn
+        else:
+            del self._ready[shard]
+        return key
 
     async def run_delayed(self) -> None:
         """Move delayed keys to the ready queue when they fall due. Runs forever."""
@@ -90,7 +133,8 @@ class WorkQueue(Generic[Key]):
     async def run_worker(self, handle: Callable[[Key], Awaitable[None]]) -> None:
         """Take keys one at a time and hand them to ``handle``. Runs forever."""
         while True:
-            key = await self._ready.get()
+            await self._available.acquire()
+            key = self._take()
             self._queued.discard(key)
             self._running.add(key)
             try:

@@ -234,6 +234,8 @@ async def test_a_server_error_on_apply_is_retried_with_growing_backoff(
 
     kmock[f"patch {DEPLOYMENT}"] << 500 << failing
     kmock[f"get {DEPLOYMENT}"] << 404 << status_error(404, "NotFound", "not found")
+    # Before creating a child, the runtime checks that its owner still exists.
+    kmock[f"get {BGJ}"] << backgroundjob(trigger={"continuous": {}})
     runtime = Runtime(kube=kube, workers=1, store=store)
     runtime.queue = WorkQueue(base_delay=0.2, max_delay=10.0)
     runtime.tasks += [

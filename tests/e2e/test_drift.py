@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from tests.e2e.support import Kubectl, bgjob, eventually
+from tests.e2e.support import Kubectl, Operator, bgjob, eventually, metric
 
 
 def test_a_deleted_child_comes_back(kubectl: Kubectl, ns: str) -> None:
@@ -96,3 +96,43 @@ def test_a_second_reconcile_writes_nothing(kubectl: Kubectl, ns: str) -> None:
     time.sleep(3)
     assert kubectl.get("deployment", "quiet", ns)["metadata"]["resourceVersion"] == before_child  # type: ignore[index]
     assert kubectl.get("bgj", "quiet", ns)["metadata"]["resourceVersion"] == touched  # type: ignore[index]
+
+
+def test_a_periodic_resync_reconciles_everything_and_writes_nothing(
+    kubectl: Kubectl, ns: str, operator: Operator
+) -> None:
+    kubectl.apply(bgjob("idle", {"trigger": {"continuous": {}}}), ns)
+    kubectl.apply(bgjob("nightly", {"trigger": {"schedule": {"cron": "0 3 * * *"}}}), ns)
+    kubectl.wait("bgj/idle", "condition=Ready", ns)
+    kubectl.wait("bgj/nightly", "condition=Ready", ns)
+    operator.stop()
+    resyncing = Operator(
+        operator.kubeconfig,
+        operator.log_path.with_name("operator-resync.log"),
+        args=("--resync-seconds=1", f"--namespace={ns}"),
+    )
+    resyncing.start()
+    try:
+        time.sleep(3)  # the start-up pass and its status writes settle
+
+        def versions() -> list[str]:
+            return [
+                kubectl.get(kind, name, ns)["metadata"]["resourceVersion"]  # type: ignore[index]
+                for kind, name in (
+                    ("bgj", "idle"),
+                    ("deployment", "idle"),
+                    ("bgj", "nightly"),
+                    ("cronjob", "nightly"),
+                )
+            ]
+
+        before = versions()
+        passes = metric(resyncing.metrics(), "bgjob_reconcile_total", result="success") or 0.0
+        time.sleep(5)
+        after = metric(resyncing.metrics(), "bgjob_reconcile_total", result="success") or 0.0
+        assert after - passes >= 6, "two BackgroundJobs, resynced every second for 5 s"
+        assert versions() == before, "a resync of unchanged objects wrote something"
+        print(f"resync: {after - passes:.0f} reconciles in 5 s, 0 writes")
+    finally:
+        resyncing.stop()
+        operator.start()

@@ -219,3 +219,54 @@ def test_only_the_earliest_wake_up_of_a_key_is_kept() -> None:
         return seen
 
     assert asyncio.run(scenario()) == ["a"]
+
+
+def test_a_busy_namespace_does_not_starve_another() -> None:
+    async def scenario() -> list[Key]:
+        queue: WorkQueue[Key] = WorkQueue()
+        seen: list[Key] = []
+
+        async def handle(key: Key) -> None:
+            seen.append(key)
+
+        for i in range(1000):
+            queue.add(("noisy", f"job-{i}"))
+        queue.add(("quiet", "mailer"))
+        queue.add(("calm", "reports"))
+        async with running(queue, handle, workers=1):
+            for _ in range(100):
+                await asyncio.sleep(0)
+                if len(seen) >= 4:
+                    break
+        return seen
+
+    seen = asyncio.run(scenario())
+    # Round robin over namespaces: the quiet ones go second and third, not 1001st.
+    assert seen[:3] == [("noisy", "job-0"), ("quiet", "mailer"), ("calm", "reports")]
+    assert seen[3] == ("noisy", "job-1")
+
+
+def test_keys_of_one_namespace_keep_their_order() -> None:
+    async def scenario() -> list[Key]:
+        queue: WorkQueue[Key] = WorkQueue()
+        seen: list[Key] = []
+
+        async def handle(key: Key) -> None:
+            seen.append(key)
+
+        for name in ("a", "b", "c"):
+            queue.add(("shop", name))
+        async with running(queue, handle, workers=1):
+            await settle()
+        return seen
+
+    assert asyncio.run(scenario()) == [("shop", "a"), ("shop", "b"), ("shop", "c")]
+
+
+@pytest.mark.parametrize(
+    ("asked", "expected"), [(None, 0.5), (0.1, 0.5), (7.0, 7.0), (900.0, 900.0)]
+)
+def test_a_retry_waits_at_least_what_the_server_asked(asked: float | None, expected: float) -> None:
+    queue: WorkQueue[Key] = WorkQueue(base_delay=0.5, max_delay=300.0)
+    assert queue.retry(KEY, at_least=asked) == expected
+    assert queue.failures(KEY) == 1
