@@ -1,6 +1,8 @@
 # bgjob-operator: the operator as a container image.
 #
 #   docker build -t bgjob-operator:dev .
+#   hack/operator-image.sh HOST:PORT   (no Docker: buildah, on a Python base
+#                                       image built from Debian packages)
 #
 # Two stages: the builder makes the wheel and a virtualenv with it and its
 # dependencies; the final image gets only that virtualenv, on the same slim
@@ -14,11 +16,15 @@ FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
+# Dependencies first, from pyproject.toml alone: this layer is reused until
+# they change, so a rebuild after a code change only reinstalls the wheel.
 COPY pyproject.toml README.md ./
+RUN python -m venv /opt/bgjob \
+ && python -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))' > /tmp/requirements.txt \
+ && /opt/bgjob/bin/pip install --no-cache-dir -r /tmp/requirements.txt
 COPY operator/ operator/
-RUN pip wheel --no-deps --wheel-dir /wheels . \
- && python -m venv /opt/bgjob \
- && /opt/bgjob/bin/pip install /wheels/bgjob_operator-*.whl \
+RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels . \
+ && /opt/bgjob/bin/pip install --no-cache-dir --no-deps /wheels/bgjob_operator-*.whl \
  && /opt/bgjob/bin/pip uninstall --yes pip
 
 FROM ${PYTHON_IMAGE}
