@@ -642,7 +642,7 @@ def stop_realnode(bindir: Path | None) -> None:
     kubectl = [str(bindir / "kubectl"), f"--kubeconfig={KUBECONFIG}"] if bindir else None
     try:
         realnode.stop(realnode_ctx(), kubectl if KUBECONFIG.exists() else None)
-    except Exception as e:  # noqa: BLE001 - the control plane must still stop
+    except Exception as e:  # the control plane must still stop
         log(f"stopping the real node failed: {e!r}; see hack/README.md for what to clean up")
 
 
