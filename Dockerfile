@@ -32,10 +32,14 @@ LABEL org.opencontainers.image.title="bgjob-operator" \
       org.opencontainers.image.description="Runs background work on Kubernetes from one BackgroundJob resource." \
       org.opencontainers.image.licenses="Apache-2.0"
 # Bytecode was compiled at install time; never try to write more at run time.
+# USER: kopf names its peer identity after getpass.getuser(), which fails for
+# a UID with no /etc/passwd entry (65532, or whatever runAsUser a user picks)
+# unless the environment says who we are.
 ENV PATH=/opt/bgjob/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    HOME=/tmp
+    HOME=/tmp \
+    USER=bgjob-operator
 COPY --from=build /opt/bgjob /opt/bgjob
 USER 65532:65532
 EXPOSE 8080 9090

@@ -4,9 +4,9 @@
 #
 #   hack/images.sh build            build what is missing (prints the cache dir)
 #   hack/images.sh push HOST:PORT   build what is missing, push all to a registry
-#   hack/images.sh operator HOST:PORT [TAG]
+#   hack/images.sh operator HOST:PORT [PREFIX]
 #                                   build the project's Dockerfile on the Python
-#                                   base image and push it as HOST:PORT/bgjob-operator:TAG
+#                                   base image and push it (hack/operator-image.sh)
 #
 # Images (name:tag in the registry):
 #   pause:1    upstream build/pause/linux/pause.c (k8s.io/kubernetes at
@@ -149,9 +149,8 @@ case "$cmd" in
     log "images in $reg ($((SECONDS - start)) s)"
     ;;
   operator)
-    reg="${2:?usage: images.sh operator HOST:PORT [TAG]}"
-    tag="${3:-dev}"
-    exec "$HACK/operator-image.sh" "$reg" "$tag"
+    reg="${2:?usage: images.sh operator HOST:PORT [PREFIX]}"
+    exec "$HACK/operator-image.sh" "$reg" "${3:-dev}"
     ;;
   *) die "unknown command $cmd (build|push|operator)" ;;
 esac

@@ -21,6 +21,12 @@ symlinks, /run/containerd/{s,fifo}, /var/lib/cni/results) is shared: each node
 removes its own entries, and the last node down removes the directories that
 the first one created (a host-wide registry in /run/bgjob-realnode).
 
+Pods reach the API server as in any cluster, at the `kubernetes` Service's
+address (KUBERNETES_SERVICE_HOST, 10.96.0.1:443), without kube-proxy: that
+address is put on the node's bridge and a small TCP forwarder (`python3
+realnode.py forward`, bound to the bridge device, so each cluster's pods reach
+their own API server) relays it to the API server on 127.0.0.1.
+
 No host side effect beyond those: iptables is kept out of the kubelet's PATH
 (so it creates no KUBE-* chains), the bridge plugin runs without ipMasq and
 without isGateway (so it never sets net.ipv4.ip_forward; the bridge address
@@ -36,7 +42,9 @@ import hashlib
 import json
 import os
 import signal
+import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -49,6 +57,7 @@ TAINT_KEY = "bgjob.dev/real-node"
 LABEL = f"{TAINT_KEY}=true"
 HOST_DIR = Path("/run/bgjob-realnode")  # host-wide registry of running real nodes
 SUBNET_PREFIX = "10.89"
+SERVICE_IP = "10.96.0.1"  # the `kubernetes` Service (hack/cluster.py SERVICE_CIDR)
 # Host paths that containerd 1.6 / the kubelet use whatever we configure.
 SHARED_DIRS = [
     Path("/var/lib/kubelet/device-plugins"),
@@ -110,7 +119,7 @@ class Ctx:
 
 
 # Started in this order, stopped in reverse (before the control plane stops).
-COMPONENTS = ["registry", "containerd", "kubelet"]
+COMPONENTS = ["registry", "api-forwarder", "containerd", "kubelet"]
 
 
 def enabled() -> bool:
@@ -227,6 +236,21 @@ def start(
         raise RealNodeError("hack/images.sh push failed")
     t_images = time.monotonic()
 
+    # The API server for pods: the Service address on the bridge, relayed.
+    api_port = int(server.rsplit(":", 1)[1])
+    run("ip", "addr", "replace", f"{SERVICE_IP}/32", "dev", ctx.bridge)
+    procs["api-forwarder"] = ctx.spawn(
+        "api-forwarder",
+        [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "forward",
+            ctx.bridge,
+            f"{SERVICE_IP}:443",
+            f"127.0.0.1:{api_port}",
+        ],
+    )
+
     _containerd_config(ctx, registry)
     procs["containerd"] = ctx.spawn(
         "containerd",
@@ -249,6 +273,8 @@ def start(
                         "ipam": {
                             "type": "host-local",
                             "ranges": [[{"subnet": f"{subnet}.0/24", "gateway": f"{subnet}.1"}]],
+                            # Only the Service address goes through the host: no default route.
+                            "routes": [{"dst": f"{SERVICE_IP}/32", "gw": f"{subnet}.1"}],
                             "dataDir": str(ctx.dir / "cni" / "ipam"),
                         },
                     }
@@ -479,7 +505,7 @@ def stop(ctx: Ctx, kubectl: list[str] | None) -> None:
     for name in ("kubelet",):
         ctx.stop(name)
     _kill_tasks(ctx)
-    for name in ("containerd", "registry"):
+    for name in ("containerd", "api-forwarder", "registry"):
         ctx.stop(name)
     _kill_shims(ctx)
     _unmount_under(ctx.dir)
@@ -642,3 +668,59 @@ def _rmdir_tree(d: Path) -> None:
             return
         except OSError:
             time.sleep(0.1)
+
+
+# --- the API forwarder (a process of its own: `python3 realnode.py forward`) ----
+
+
+def forward(device: str, listen: str, target: str) -> None:
+    """Relay TCP connections arriving on `device` at `listen` to `target`.
+
+    SO_BINDTODEVICE lets each cluster's forwarder bind the same Service address
+    on its own bridge."""
+    import asyncio
+
+    host, port = listen.rsplit(":", 1)
+    to_host, to_port = target.rsplit(":", 1)
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                writer.close()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.wait_for(
+                asyncio.open_connection(to_host, int(to_port)), timeout=10
+            )
+        except (OSError, TimeoutError):
+            writer.close()
+            return
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    async def main() -> None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, device.encode())
+        sock.bind((host, int(port)))
+        server = await asyncio.start_server(handle, sock=sock)
+        async with server:
+            await server.serve_forever()
+
+    asyncio.run(main())
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 5 and sys.argv[1] == "forward":
+        forward(sys.argv[2], sys.argv[3], sys.argv[4])
+    else:
+        print(
+            "usage: realnode.py forward DEVICE LISTEN_HOST:PORT TARGET_HOST:PORT", file=sys.stderr
+        )
+        sys.exit(2)
