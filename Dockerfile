@@ -17,11 +17,12 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 # Dependencies first, from pyproject.toml alone: this layer is reused until
-# they change, so a rebuild after a code change only reinstalls the wheel.
-COPY pyproject.toml README.md ./
+# it changes, so a rebuild after a code or docs change only reinstalls the wheel.
+COPY pyproject.toml ./
 RUN python -m venv /opt/bgjob \
  && python -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))' > /tmp/requirements.txt \
  && /opt/bgjob/bin/pip install --no-cache-dir -r /tmp/requirements.txt
+COPY README.md ./
 COPY operator/ operator/
 RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels . \
  && /opt/bgjob/bin/pip install --no-cache-dir --no-deps /wheels/bgjob_operator-*.whl \

@@ -421,6 +421,9 @@ def _up() -> None:
         _down()
 
     bindir = bins()
+    if realnode.enabled():
+        # Cold, the Python base image takes minutes: not inside START_TIMEOUT.
+        build_images()
     t_bins = time.monotonic()
     for d in (PKI, LOGS, PIDS, STATE_DIR / "etcd", STATE_DIR / "kwok"):
         d.mkdir(parents=True, exist_ok=True)
@@ -634,6 +637,12 @@ def start_realnode(bindir: Path, state: dict, procs: dict, deadline: float) -> N
     t0 = time.monotonic()
     wait_for(f"node {realnode.NODE_NAME} Ready", node_ready, deadline, procs)
     log(f"real node {realnode.NODE_NAME} Ready {time.monotonic() - t0:.1f}s after its kubelet")
+
+
+def build_images() -> None:
+    r = subprocess.run([str(HACK / "images.sh"), "build"], stdout=subprocess.DEVNULL)
+    if r.returncode != 0:
+        raise ClusterError("hack/images.sh build failed")
 
 
 def stop_realnode(bindir: Path | None) -> None:
