@@ -37,7 +37,7 @@ PYTHON_PACKAGES="python3,python3-venv,python3-pip,python-is-python3,ca-certifica
 key() { # name extra-inputs... -> cache dir for that image
   local name="$1"; shift
   local h
-  h="$( { sed -n '/^# --- image recipes/,$p' "$0"; grep -E '^(KUBE_VERSION|DEBIAN_SUITE)=' "$HACK/versions.env"; echo "$name $*"; } | sha256sum | cut -c1-12)"
+  h="$( { sed -n '/^# --- image recipes/,/^# --- commands/p' "$0"; grep -E '^(KUBE_VERSION|DEBIAN_SUITE)=' "$HACK/versions.env"; echo "$name $*"; } | sha256sum | cut -c1-12)"
   echo "$CACHE/$name-$h"
 }
 
