@@ -274,3 +274,36 @@ def test_kubectl_exec_reaches_a_container_on_the_real_node(
     pod = _running_pod(kubectl, ns, "shell")
     out = kubectl.run("exec", pod["metadata"]["name"], "-n", ns, "--", "id", "-u").stdout
     assert out.strip() == "65534"
+
+
+def test_a_singletons_rollout_never_overlaps_two_real_workers(
+    kubectl: Kubectl, ns: str, real_node: RealNode
+) -> None:
+    manifest = _worker(real_node, "solo", "finish", grace=10, pre_stop=0)
+    manifest["spec"]["singleton"] = True
+    kubectl.apply(manifest, ns)
+    first = _running_pod(kubectl, ns, "solo")
+    old = FileTail(real_node.empty_dir(first["metadata"]["uid"], "shared") / "events")
+    eventually(lambda: _events(old, "start"), timeout=30, interval=0.05)
+
+    # A rollout: a new pod template (one more env var).
+    manifest["spec"]["env"].append({"name": "ROLLOUT", "value": "2"})
+    kubectl.apply(manifest, ns)
+
+    def replacement() -> dict[str, Any] | None:
+        old.poll()  # keep reading the old worker until it is gone
+        pod = _running_pod(kubectl, ns, "solo")
+        return pod if pod["metadata"]["uid"] != first["metadata"]["uid"] else None
+
+    second = eventually(replacement, timeout=120, interval=0.2)
+    new = FileTail(real_node.empty_dir(second["metadata"]["uid"], "shared") / "events")
+    (new_start,) = eventually(lambda: _events(new, "start"), timeout=30, interval=0.05)
+    old.close()
+    new.close()
+    old_last = max(float(line.split()[1]) for line in old.lines)
+    _results(
+        f"solo (singleton rollout): old worker's last line -> new worker started "
+        f"{new_start - old_last:.2f}s later"
+    )
+    assert new_start > old_last, "two workers of a singleton ran at the same time"
+    assert _events(old, "exit"), "the old worker was killed instead of stopping gracefully"
