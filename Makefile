@@ -27,7 +27,7 @@ deps: ## Debian packages the tests need (redis-server, rabbitmq-server), if miss
 bins: ## build the local control plane's binaries into ~/.cache/bgjob-operator (once)
 	@hack/bins.sh >/dev/null
 
-cluster-up: bins ## start the local control plane (etcd, apiserver, controllers, kwok); kubeconfig in .cluster/
+cluster-up: deps bins ## start the local control plane (etcd, apiserver, controllers, kwok, one real kubelet node); kubeconfig in .cluster/
 	@hack/cluster.sh up
 
 cluster-down: ## stop exactly what cluster-up started

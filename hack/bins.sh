@@ -10,7 +10,7 @@
 # lands in a fresh directory and old ones are simply left behind.
 #
 # Contents: kube (multi-call: kube-apiserver, kube-controller-manager,
-# kube-scheduler, kubectl, etcd via symlinks), kwok, helm.
+# kube-scheduler, kubectl, kubelet, etcd via symlinks), kwok, helm.
 set -euo pipefail
 
 HACK="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -65,7 +65,7 @@ hash="$( { grep -E '^(KUBE_VERSION|KUBE_STAGING_VERSION|ETCD_VERSION|KWOK_VERSIO
 BIN="$CACHE/bin/$KUBE_VERSION-$hash"
 mkdir -p "$BIN"
 
-kube_tools=(kube-apiserver kube-controller-manager kube-scheduler kubectl etcd)
+kube_tools=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet etcd)
 complete() {
   local f
   for f in kube kwok helm "${kube_tools[@]}"; do [[ -x "$BIN/$f" ]] || return 1; done

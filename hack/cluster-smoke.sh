@@ -134,6 +134,30 @@ privileged_rejected() {
 }
 check "restricted namespace rejects a privileged pod" privileged_rejected
 
+# The real node (left out only when the cluster was started without it).
+REGISTRY="$(cat "${BGJOB_CLUSTER_DIR:-$HACK/../.cluster}/registry" 2>/dev/null || true)"
+real_pod() {
+  "${K[@]}" apply -f - <<EOF
+apiVersion: v1
+kind: Pod
+metadata: {name: real}
+spec:
+  $SEC
+  nodeSelector: {kubernetes.io/hostname: localhost}
+  tolerations: [{key: bgjob.dev/real-node, operator: Exists, effect: NoSchedule}]
+  terminationGracePeriodSeconds: 1
+  containers:
+  - {name: c, image: $REGISTRY/busybox:1, command: [sh, -c, 'echo real; sleep 600'], $CSEC}
+EOF
+  "${K[@]}" wait --for=condition=Ready pod/real --timeout=60s
+  [[ $("${K[@]}" logs real) == real ]]
+  [[ $("${K[@]}" exec real -- id -u) == 65532 ]]
+  "${K[@]}" delete pod real --wait=true --timeout=30s
+}
+if [[ -n $REGISTRY ]]; then
+  check "real node: a pod runs, kubectl logs and exec reach it" real_pod
+fi
+
 echo "smoke: $((SECONDS - t0)) s"
 echo "$passed passed, $failed failed"
 [[ $failed -eq 0 ]]

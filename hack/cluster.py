@@ -37,6 +37,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import realnode
+
 HACK = Path(__file__).resolve().parent
 REPO = HACK.parent
 STATE_DIR = Path(os.environ.get("BGJOB_CLUSTER_DIR") or REPO / ".cluster").resolve()
@@ -139,25 +141,30 @@ def spawn(name: str, argv: list[str], env: dict[str, str] | None = None) -> subp
 def stop_all() -> None:
     """SIGTERM each recorded process (reverse start order), wait, then SIGKILL."""
     for name in reversed(COMPONENTS):
-        rec = recorded(name)
-        if rec is None:
-            continue
-        pid, start = rec
-        if proc_start_time(pid) != start:
-            continue  # already gone (or the pid now belongs to someone else)
-        log(f"stopping {name} (pid {pid})")
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 15
-        while proc_start_time(pid) == start and time.monotonic() < deadline:
-            reap(pid)
-            time.sleep(0.1)
-        if proc_start_time(pid) == start:
-            log(f"{name} (pid {pid}) ignored SIGTERM; sending SIGKILL")
-            os.kill(pid, signal.SIGKILL)
-            while proc_start_time(pid) == start:
-                reap(pid)
-                time.sleep(0.05)
+        stop_one(name)
+
+
+def stop_one(name: str) -> None:
+    """SIGTERM one recorded process, wait up to 15 s, then SIGKILL."""
+    rec = recorded(name)
+    if rec is None:
+        return
+    pid, start = rec
+    if proc_start_time(pid) != start:
+        return  # already gone (or the pid now belongs to someone else)
+    log(f"stopping {name} (pid {pid})")
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 15
+    while proc_start_time(pid) == start and time.monotonic() < deadline:
         reap(pid)
+        time.sleep(0.1)
+    if proc_start_time(pid) == start:
+        log(f"{name} (pid {pid}) ignored SIGTERM; sending SIGKILL")
+        os.kill(pid, signal.SIGKILL)
+        while proc_start_time(pid) == start:
+            reap(pid)
+            time.sleep(0.05)
+    reap(pid)
 
 
 def reap(pid: int) -> None:
@@ -180,7 +187,7 @@ def make_pki() -> None:
     """A throwaway CA and the certs/keys the components need. EC P-256 keys:
     generated in milliseconds, accepted everywhere (incl. ES256 SA tokens)."""
     PKI.mkdir(parents=True, exist_ok=True)
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    ec = EC_KEY
     openssl(
         "req",
         "-x509",
@@ -198,37 +205,6 @@ def make_pki() -> None:
         "-addext",
         "keyUsage=critical,keyCertSign,cRLSign,digitalSignature",
     )
-
-    def cert(name: str, subj: str, ext: str) -> None:
-        openssl(
-            "req",
-            "-new",
-            *ec,
-            "-keyout",
-            f"{PKI}/{name}.key",
-            "-out",
-            f"{PKI}/{name}.csr",
-            "-subj",
-            subj,
-        )
-        (PKI / f"{name}.ext").write_text(ext)
-        openssl(
-            "x509",
-            "-req",
-            "-in",
-            f"{PKI}/{name}.csr",
-            "-CA",
-            f"{PKI}/ca.crt",
-            "-CAkey",
-            f"{PKI}/ca.key",
-            "-CAcreateserial",
-            "-days",
-            "3650",
-            "-out",
-            f"{PKI}/{name}.crt",
-            "-extfile",
-            f"{PKI}/{name}.ext",
-        )
 
     client = (
         "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
@@ -256,6 +232,8 @@ def make_pki() -> None:
     cert("controller-manager", "/CN=system:kube-controller-manager", client)
     cert("scheduler", "/CN=system:kube-scheduler", client)
     cert("kwok", "/O=system:masters/CN=kwok", client)  # plays every kubelet
+    # The apiserver's identity towards the real node's kubelet (logs, exec).
+    cert("apiserver-kubelet-client", "/O=system:masters/CN=kube-apiserver-kubelet-client", client)
     # Service-account token signing key pair.
     openssl(
         "genpkey",
@@ -270,6 +248,43 @@ def make_pki() -> None:
     for f in PKI.iterdir():
         if f.suffix == ".key":
             f.chmod(0o600)
+
+
+EC_KEY = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+
+
+def cert(name: str, subj: str, ext: str) -> None:
+    """Issue PKI/<name>.{key,crt} signed by the cluster CA."""
+    openssl(
+        "req",
+        "-new",
+        *EC_KEY,
+        "-keyout",
+        f"{PKI}/{name}.key",
+        "-out",
+        f"{PKI}/{name}.csr",
+        "-subj",
+        subj,
+    )
+    (PKI / f"{name}.ext").write_text(ext)
+    openssl(
+        "x509",
+        "-req",
+        "-in",
+        f"{PKI}/{name}.csr",
+        "-CA",
+        f"{PKI}/ca.crt",
+        "-CAkey",
+        f"{PKI}/ca.key",
+        "-CAcreateserial",
+        "-days",
+        "3650",
+        "-out",
+        f"{PKI}/{name}.crt",
+        "-extfile",
+        f"{PKI}/{name}.ext",
+    )
+    (PKI / f"{name}.key").chmod(0o600)
 
 
 def write_kubeconfig(path: Path, server: str, user: str) -> None:
@@ -359,6 +374,10 @@ def load_state() -> dict | None:
 def healthy(state: dict | None) -> bool:
     if not state or not all(alive(c) for c in COMPONENTS):
         return False
+    if state.get("realnode") and not all(alive(c) for c in realnode.COMPONENTS):
+        return False
+    if realnode.enabled() and not state.get("realnode"):
+        return False
     return api_get(state["server"], "/readyz")[0] == 200
 
 
@@ -416,6 +435,9 @@ def _up() -> None:
         _down()
 
     bindir = bins()
+    if realnode.enabled():
+        # Cold, the Python base image takes minutes: not inside START_TIMEOUT.
+        build_images()
     t_bins = time.monotonic()
     for d in (PKI, LOGS, PIDS, STATE_DIR / "etcd", STATE_DIR / "kwok"):
         d.mkdir(parents=True, exist_ok=True)
@@ -427,6 +449,7 @@ def _up() -> None:
             "start failed; stopping what was started (state and logs kept in "
             f"{STATE_DIR} until the next up/down)"
         )
+        stop_realnode(bindir)
         stop_all()
         raise
     log(
@@ -511,6 +534,7 @@ def _start(bindir: Path, procs: dict) -> None:
             f"--service-account-signing-key-file={PKI}/sa.key",
             "--profiling=false",
             *audit_flags(),
+            *realnode.apiserver_flags(PKI),
         ],
     )
     wait_for(
@@ -594,9 +618,67 @@ def _start(bindir: Path, procs: dict) -> None:
 
     wait_for("the default ServiceAccount", default_sa, deadline, procs)
     wait_for(f"{len(NODES)} Ready nodes", nodes_ready, deadline, procs)
+    if realnode.enabled():
+        start_realnode(bindir, state, procs, deadline)
     wait_for(
         "kube-apiserver /readyz", lambda: api_get(server, "/readyz")[0] == 200, deadline, procs
     )
+
+
+# --- the real node (hack/realnode.py) ----------------------------------------
+
+
+def realnode_ctx() -> realnode.Ctx:
+    return realnode.Ctx(
+        state_dir=STATE_DIR,
+        pki=PKI,
+        logs=LOGS,
+        spawn=spawn,
+        stop=stop_one,
+        alive=alive,
+        log=log,
+        cert=cert,
+        write_kubeconfig=write_kubeconfig,
+        free_ports=free_ports,
+    )
+
+
+def start_realnode(bindir: Path, state: dict, procs: dict, deadline: float) -> None:
+    """A real kubelet node `localhost` (tainted bgjob.dev/real-node) and the
+    local registry; waits until the node is Ready."""
+    try:
+        info = realnode.start(realnode_ctx(), bindir, state["server"], procs, deadline)
+    except realnode.RealNodeError as e:
+        raise ClusterError(str(e)) from e
+    state["realnode"] = info
+    STATE_FILE.write_text(json.dumps(state, indent=2) + "\n")
+
+    def node_ready() -> bool:
+        code, body = api_get(state["server"], f"/api/v1/nodes/{realnode.NODE_NAME}")
+        if code != 200:
+            return False
+        conds = json.loads(body).get("status", {}).get("conditions", [])
+        return any(c["type"] == "Ready" and c["status"] == "True" for c in conds)
+
+    t0 = time.monotonic()
+    wait_for(f"node {realnode.NODE_NAME} Ready", node_ready, deadline, procs)
+    log(f"real node {realnode.NODE_NAME} Ready {time.monotonic() - t0:.1f}s after its kubelet")
+
+
+def build_images() -> None:
+    r = subprocess.run([str(HACK / "images.sh"), "build"], stdout=subprocess.DEVNULL)
+    if r.returncode != 0:
+        raise ClusterError("hack/images.sh build failed")
+
+
+def stop_realnode(bindir: Path | None) -> None:
+    if not (STATE_DIR / "realnode").exists():
+        return
+    kubectl = [str(bindir / "kubectl"), f"--kubeconfig={KUBECONFIG}"] if bindir else None
+    try:
+        realnode.stop(realnode_ctx(), kubectl if KUBECONFIG.exists() else None)
+    except Exception as e:  # the control plane must still stop
+        log(f"stopping the real node failed: {e!r}; see hack/README.md for what to clean up")
 
 
 def kube_version() -> str:
@@ -663,6 +745,8 @@ def _down() -> None:
     if not STATE_DIR.exists():
         log("not running (no state)")
         return
+    state = load_state()
+    stop_realnode(Path(state["bindir"]) if state else None)
     stop_all()
     shutil.rmtree(STATE_DIR)
     log(f"down; removed {STATE_DIR}")
@@ -673,7 +757,7 @@ def cmd_status() -> int:
     if healthy(state):
         print(f"up: {state['server']} (KUBECONFIG={KUBECONFIG})")
         return 0
-    running = [c for c in COMPONENTS if alive(c)]
+    running = [c for c in COMPONENTS + realnode.COMPONENTS if alive(c)]
     if running:
         print(f"unhealthy: running {', '.join(running)}; logs in {LOGS}")
     else:

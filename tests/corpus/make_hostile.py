@@ -111,7 +111,7 @@ spec:
     )
     add(
         "prestop-beyond-grace",
-        "reject spec.shutdown.preStopSleepSeconds",
+        "accept",
         at("spec.shutdown", {"gracePeriodSeconds": 10, "preStopSleepSeconds": 11}),
     )
     add(

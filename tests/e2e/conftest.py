@@ -24,12 +24,19 @@ from tests.e2e.support import (
     SYSTEM_NAMESPACE,
     Kubectl,
     Operator,
+    RealNode,
     bin_dir,
     chart_rbac,
     eventually,
     restricted_namespace,
     serviceaccount_kubeconfig,
 )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "real_node: runs real containers on the local cluster's kubelet node"
+    )
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -117,3 +124,11 @@ def rabbitmq_server() -> Iterator[RabbitMQServer]:
     server.start()
     yield server
     server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def real_node(kubectl: Kubectl) -> RealNode:
+    """The real kubelet node of the local cluster (node `localhost`), Ready."""
+    node = RealNode(kubectl.kubeconfig)
+    kubectl.wait("node/localhost", "condition=Ready", "default", timeout=60)
+    return node

@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
@@ -279,3 +280,122 @@ def events(k: Kubectl, namespace: str, name: str) -> list[dict[str, Any]]:
     )
     items: list[dict[str, Any]] = listed["items"]
     return items
+
+
+# --- the real kubelet node (hack/realnode.py) ---------------------------------
+
+REAL_NODE = "localhost"
+REAL_NODE_TAINT = "bgjob.dev/real-node"
+
+
+class RealNode:
+    """The local cluster's real kubelet node, as recorded in state.json next to
+    the kubeconfig: its registry and where the kubelet keeps pod volumes."""
+
+    def __init__(self, kubeconfig: str) -> None:
+        state_file = Path(kubeconfig).resolve().parent / "state.json"
+        try:
+            info = json.loads(state_file.read_text())["realnode"]
+        except (OSError, ValueError, KeyError) as e:
+            raise AssertionError(
+                f"no real node in {state_file}: these tests need the local cluster "
+                "(hack/cluster.sh up) with its real kubelet node"
+            ) from e
+        self.registry: str = info["registry"]
+        self.kubelet_root = state_file.parent / "realnode" / "kubelet" / "root"
+
+    def image(self, name: str) -> str:
+        """An image the test bed pushed to the node's registry (hack/images.sh)."""
+        return f"{self.registry}/{name}"
+
+    def empty_dir(self, pod_uid: str, volume: str) -> Path:
+        """Where an emptyDir volume of a pod on this node lives on the host."""
+        return self.kubelet_root / "pods" / pod_uid / "volumes" / "kubernetes.io~empty-dir" / volume
+
+
+def on_real_node(spec: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A pod spec overlay (a BackgroundJob's template.spec) that puts the pod on
+    the real node: its taint tolerated, its hostname selected."""
+    return {
+        **(spec or {}),
+        "nodeSelector": {"kubernetes.io/hostname": REAL_NODE},
+        "tolerations": [{"key": REAL_NODE_TAINT, "operator": "Exists", "effect": "NoSchedule"}],
+    }
+
+
+class FileTail:
+    """Follow a file a container writes (e.g. in an emptyDir), from the host.
+
+    The file is opened as soon as it exists and kept open, so lines written
+    until the writer dies are read even after the kubelet removes the pod's
+    volume directory."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.lines: list[str] = []
+        self._f: Any = None
+        self._closed = False
+
+    def poll(self) -> list[str]:
+        """Every line so far (after close(): every line there was)."""
+        if self._closed:
+            return self.lines
+        if self._f is None:
+            try:
+                self._f = open(self.path)  # noqa: SIM115 - kept open on purpose
+            except FileNotFoundError:
+                return self.lines
+        for line in self._f.read().splitlines():
+            self.lines.append(line)
+        return self.lines
+
+    def close(self) -> None:
+        self.poll()
+        self._closed = True
+        if self._f is not None:
+            self._f.close()
+
+
+class PodWatch:
+    """`kubectl get pod -w -o json` in the background: every state the API
+    server reports for one pod, in order (a poll would miss short-lived ones)."""
+
+    def __init__(self, k: Kubectl, namespace: str, name: str) -> None:
+        self.states: list[dict[str, Any]] = []
+        self._proc = subprocess.Popen(
+            ["kubectl", "get", "pod", name, "-n", namespace, "-w", "-o", "json"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env=k.env,
+        )
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        decoder = json.JSONDecoder()
+        buf = ""
+        assert self._proc.stdout is not None
+        for line in self._proc.stdout:
+            buf += line
+            while buf.strip():
+                try:
+                    obj, end = decoder.raw_decode(buf.lstrip())
+                except ValueError:
+                    break
+                self.states.append(obj)
+                buf = buf.lstrip()[end:]
+
+    def terminated(self) -> dict[str, Any] | None:
+        """The worker container's last `terminated` state seen, if any."""
+        for pod in reversed(self.states):
+            for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+                state = (cs.get("state") or {}).get("terminated")
+                if cs.get("name") == "worker" and state:
+                    found: dict[str, Any] = state
+                    return found
+        return None
+
+    def stop(self) -> None:
+        self._proc.terminate()
+        self._proc.wait(timeout=10)

@@ -15,6 +15,7 @@ from specs import CONTINUOUS, CREATED, IMAGE, ONCE, QUEUE, SCHEDULE, TRIGGERS, b
 
 from bgjob import workloads
 from bgjob.api.models import BackgroundJob, parse
+from bgjob.workloads.pod import termination_grace_seconds
 from bgjob.workloads.runs import manual_run_name, once_due_time, run_job
 
 Manifest = dict[str, Any]
@@ -262,6 +263,22 @@ def test_the_shutdown_budget_cannot_be_overridden_by_a_user_env_var() -> None:
 def test_a_pre_stop_sleep_pauses_before_sigterm() -> None:
     manifest = child(shutdown={"preStopSleepSeconds": 5})
     assert worker(manifest)["lifecycle"] == {"preStop": {"sleep": {"seconds": 5}}}
+
+
+@pytest.mark.parametrize(
+    ("grace", "pre_stop", "pod_grace"),
+    [(30, 0, 30), (45, 5, 50), (0, 3, 3), (0, 0, 0), (10, 20, 30)],
+)
+def test_the_pods_grace_period_covers_the_pre_stop_sleep_and_the_budget(
+    grace: int, pre_stop: int, pod_grace: int
+) -> None:
+    # Kubernetes counts terminationGracePeriodSeconds from the start of preStop;
+    # the worker is promised `grace` seconds from SIGTERM on.
+    manifest = child(shutdown={"gracePeriodSeconds": grace, "preStopSleepSeconds": pre_stop})
+    assert pod(manifest)["spec"]["terminationGracePeriodSeconds"] == pod_grace
+    env = {e["name"]: e.get("value") for e in worker(manifest)["env"]}
+    assert env["BGJOB_SHUTDOWN_TIMEOUT_SECONDS"] == str(grace)
+    assert termination_grace_seconds(grace, pre_stop) == pod_grace
 
 
 def test_no_pre_stop_hook_by_default() -> None:

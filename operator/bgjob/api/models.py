@@ -619,19 +619,8 @@ class Shutdown(ApiModel):
         default=0,
         ge=0,
         le=INT32_MAX,
-        description="Pause before SIGTERM, e.g. to drain connections; counted within "
-        "gracePeriodSeconds, as Kubernetes does.",
-    )
-
-    rules = (
-        Rule(
-            cel="(has(self.preStopSleepSeconds) ? self.preStopSleepSeconds : 0) <= "
-            "(has(self.gracePeriodSeconds) ? self.gracePeriodSeconds : 30)",
-            message="must not exceed gracePeriodSeconds: Kubernetes counts the preStop "
-            "pause within the grace period",
-            field_path=".preStopSleepSeconds",
-            holds=lambda s: s.pre_stop_sleep_seconds <= s.grace_period_seconds,
-        ),
+        description="Pause before SIGTERM, e.g. to drain connections; added to the pod's "
+        "grace period, so the worker still gets gracePeriodSeconds after SIGTERM.",
     )
 
 

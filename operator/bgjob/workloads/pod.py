@@ -89,6 +89,17 @@ def deep_merge(base: Any, overlay: Any) -> Any:
     return copy.deepcopy(overlay)
 
 
+def termination_grace_seconds(grace_period_seconds: int, pre_stop_sleep_seconds: int) -> int:
+    """The pod's terminationGracePeriodSeconds for a worker promised
+    `grace_period_seconds` between SIGTERM and SIGKILL.
+
+    Kubernetes counts the grace period from the start of the preStop hook, and
+    SIGTERM only comes after the hook, so the hook's sleep is added: otherwise
+    the worker would get less than the BGJOB_SHUTDOWN_TIMEOUT_SECONDS it is told.
+    """
+    return grace_period_seconds + pre_stop_sleep_seconds
+
+
 def _env(bgj: BackgroundJob) -> list[dict[str, Any]]:
     ours = {SHUTDOWN_ENV: str(bgj.spec.shutdown.grace_period_seconds)}
     env = [var.wire() for var in bgj.spec.env or [] if var.name not in ours]
@@ -133,7 +144,9 @@ def pod_template(bgj: BackgroundJob, restart_policy: str) -> dict[str, Any]:
     pod_spec = deep_merge({"securityContext": RESTRICTED_POD_SECURITY}, overlay_spec)
     pod_spec["containers"] = [_worker_container(bgj, worker_overlay), *sidecars]
     pod_spec["restartPolicy"] = restart_policy
-    pod_spec["terminationGracePeriodSeconds"] = bgj.spec.shutdown.grace_period_seconds
+    pod_spec["terminationGracePeriodSeconds"] = termination_grace_seconds(
+        bgj.spec.shutdown.grace_period_seconds, bgj.spec.shutdown.pre_stop_sleep_seconds
+    )
     if bgj.spec.service_account_name:
         pod_spec["serviceAccountName"] = bgj.spec.service_account_name
 

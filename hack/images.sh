@@ -1,0 +1,156 @@
+#!/usr/bin/env bash
+# Container images for the real node, built offline from Debian packages and
+# the module cache, cached as OCI layouts outside the repo.
+#
+#   hack/images.sh build            build what is missing (prints the cache dir)
+#   hack/images.sh push HOST:PORT   build what is missing, push all to a registry
+#   hack/images.sh operator HOST:PORT [PREFIX]
+#                                   build the project's Dockerfile on the Python
+#                                   base image and push it (hack/operator-image.sh)
+#
+# Images (name:tag in the registry):
+#   pause:1    upstream build/pause/linux/pause.c (k8s.io/kubernetes at
+#              KUBE_VERSION, from the Go module cache), static; the sandbox image
+#   busybox:1  Debian's busybox-static with every applet linked: test workloads
+#   python:3   Debian's python3 (+ venv, pip) from mmdebstrap: the Dockerfile's
+#              PYTHON_IMAGE, and the base of Python test workers
+#
+# Each is cached in ${BGJOB_CACHE:-~/.cache/bgjob-operator}/images/<name>-<key>,
+# where <key> hashes its inputs (this script, versions.env, the package list),
+# so a change rebuilds it and anything else is reused.
+set -euo pipefail
+
+HACK="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO="$(dirname "$HACK")"
+log() { echo "images.sh: $*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+# shellcheck source-path=SCRIPTDIR source=versions.env
+source "$HACK/versions.env"
+CACHE="${BGJOB_CACHE:-$HOME/.cache/bgjob-operator}/images"
+mkdir -p "$CACHE"
+for t in umoci skopeo mmdebstrap gcc busybox; do
+  command -v $t >/dev/null || die "$t is missing: run hack/deps.sh"
+done
+
+PYTHON_PACKAGES="python3,python3-venv,python3-pip,python-is-python3,ca-certificates,procps"
+
+key() { # name extra-inputs... -> cache dir for that image
+  local name="$1"; shift
+  local h
+  h="$( { sed -n '/^# --- image recipes/,/^# --- commands/p' "$0"; grep -E '^(KUBE_VERSION|DEBIAN_SUITE)=' "$HACK/versions.env"; echo "$name $*"; } | sha256sum | cut -c1-12)"
+  echo "$CACHE/$name-$h"
+}
+
+# A one-layer image from a directory tree: oci layout in $out, tag "1".
+oci_from_tree() { # out tree config-args...
+  local out="$1" tree="$2"; shift 2
+  local tmp="$out.tmp.$$"
+  rm -rf "$tmp"
+  umoci init --layout "$tmp"
+  umoci new --image "$tmp:1"
+  tar --numeric-owner --owner=0 --group=0 --sort=name --mtime=@0 -C "$tree" -cf "$tmp.layer.tar" .
+  umoci raw add-layer --image "$tmp:1" "$tmp.layer.tar"
+  rm -f "$tmp.layer.tar"
+  umoci config --image "$tmp:1" --os linux --architecture amd64 --created "1970-01-01T00:00:00Z" "$@"
+  umoci gc --layout "$tmp"
+  rm -rf "$out"
+  mv "$tmp" "$out"
+}
+
+# --- image recipes (changing anything below rebuilds the images) --------------
+
+build_pause() {
+  local out; out="$(key pause)"
+  [[ -f $out/index.json ]] && return 0
+  local src
+  src="$(cd "$HACK/kube" && GOFLAGS=-mod=mod go list -m -f '{{.Dir}}' k8s.io/kubernetes)/build/pause/linux/pause.c"
+  [[ -f $src ]] || die "pause.c not found at $src"
+  local t; t="$(mktemp -d)"
+  mkdir -p "$t/root"
+  gcc -Os -static -Wall -Werror -DVERSION="$KUBE_VERSION-bgjob" -o "$t/root/pause" "$src"
+  strip "$t/root/pause"
+  oci_from_tree "$out" "$t/root" --config.entrypoint /pause --config.user 65535:65535
+  rm -rf "$t"
+  log "built pause ($out)"
+}
+
+build_busybox() {
+  local out; out="$(key busybox "$(dpkg-query -W -f '${Version}' busybox-static)")"
+  [[ -f $out/index.json ]] && return 0
+  local t; t="$(mktemp -d)"
+  mkdir -p "$t/root/bin" "$t/root/tmp" "$t/root/etc"
+  chmod 1777 "$t/root/tmp"
+  cp /bin/busybox "$t/root/bin/busybox"
+  local a
+  for a in $("$t/root/bin/busybox" --list); do
+    [[ $a == busybox ]] || ln -s busybox "$t/root/bin/$a"
+  done
+  printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/sh\n' >"$t/root/etc/passwd"
+  printf 'root:x:0:\nnogroup:x:65534:\n' >"$t/root/etc/group"
+  oci_from_tree "$out" "$t/root" --config.env PATH=/bin --config.cmd /bin/sh
+  rm -rf "$t"
+  log "built busybox ($out)"
+}
+
+build_python() {
+  local out; out="$(key python "$PYTHON_PACKAGES")"
+  [[ -f $out/index.json ]] && return 0
+  local t; t="$(mktemp -d)"
+  log "mmdebstrap $DEBIAN_SUITE with $PYTHON_PACKAGES (a few minutes, cached afterwards)"
+  local start=$SECONDS
+  # Docs, man pages and locales are dropped; apt itself is not in the image.
+  nice -n 19 mmdebstrap --quiet --variant=essential --include="$PYTHON_PACKAGES" \
+    --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/doc/*' \
+    --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-exclude=/usr/share/info/*' \
+    --customize-hook='rm -rf "$1"/var/cache/* "$1"/var/lib/apt/lists/* "$1"/var/log/*' \
+    --format=tar "$DEBIAN_SUITE" "$t/rootfs.tar" \
+    || die "mmdebstrap failed"
+  local tmp="$out.tmp.$$"
+  rm -rf "$tmp"
+  umoci init --layout "$tmp"
+  umoci new --image "$tmp:1"
+  umoci raw add-layer --image "$tmp:1" "$t/rootfs.tar"
+  umoci config --image "$tmp:1" --os linux --architecture amd64 --created "1970-01-01T00:00:00Z" \
+    --config.env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    --config.env LANG=C.UTF-8 --config.cmd python3
+  umoci gc --layout "$tmp"
+  rm -rf "$out"; mv "$tmp" "$out"
+  rm -rf "$t"
+  log "built python ($out) in $((SECONDS - start)) s"
+}
+
+# --- commands -----------------------------------------------------------------
+
+build_all() {
+  build_pause
+  build_busybox
+  if [[ ${BGJOB_PYTHON_IMAGE:-1} != 0 ]]; then build_python; fi
+}
+
+push() { # registry name dir
+  local reg="$1" name="$2" dir="$3"
+  skopeo copy --quiet --dest-tls-verify=false --retry-times 2 "oci:$dir:1" "docker://$reg/$name" >&2 \
+    || die "pushing $name to $reg failed"
+}
+
+cmd="${1:-build}"
+case "$cmd" in
+  build)
+    build_all
+    echo "$CACHE"
+    ;;
+  push)
+    reg="${2:?usage: images.sh push HOST:PORT}"
+    start=$SECONDS
+    build_all
+    push "$reg" pause:1 "$(key pause)"
+    push "$reg" busybox:1 "$(key busybox "$(dpkg-query -W -f '${Version}' busybox-static)")"
+    if [[ ${BGJOB_PYTHON_IMAGE:-1} != 0 ]]; then push "$reg" python:3 "$(key python "$PYTHON_PACKAGES")"; fi
+    log "images in $reg ($((SECONDS - start)) s)"
+    ;;
+  operator)
+    reg="${2:?usage: images.sh operator HOST:PORT [PREFIX]}"
+    exec "$HACK/operator-image.sh" "$reg" "${3:-dev}"
+    ;;
+  *) die "unknown command $cmd (build|push|operator)" ;;
+esac

@@ -1,0 +1,309 @@
+"""Real containers on the real kubelet node: signals, grace periods, exit codes.
+
+kwok simulates the pod lifecycle; here containerd and runc run the worker, so
+what is measured is what a user's worker would see. Every pod tolerates the
+node's taint and selects it (support.on_real_node); the worker writes what it
+sees, with timestamps from the shared host clock, to an emptyDir that the test
+follows from the host (support.FileTail).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.support import (
+    REAL_NODE,
+    REPO,
+    FileTail,
+    Kubectl,
+    PodWatch,
+    RealNode,
+    bgjob,
+    events,
+    eventually,
+    on_real_node,
+)
+
+pytestmark = pytest.mark.real_node
+
+# A worker that logs `start`, a `beat` every 50 ms, `term` on SIGTERM; with
+# MODE=finish it then finishes its work in 1 s and exits 0, with MODE=ignore it
+# carries on until it is killed.
+WORKER = r"""
+import os, signal, sys, time
+out = open("/shared/events", "a", buffering=1)
+def say(what):
+    out.write(f"{what} {time.time():.3f} {os.environ.get('BGJOB_SHUTDOWN_TIMEOUT_SECONDS')}\n")
+def on_term(signum, frame):
+    say("term")
+    if os.environ["MODE"] == "finish":
+        time.sleep(1.0)
+        say("exit")
+        sys.exit(0)
+signal.signal(signal.SIGTERM, on_term)
+say("start")
+while True:
+    say("beat")
+    time.sleep(0.05)
+"""
+
+
+def _results(line: str) -> None:
+    """Measured figures go to the log dir (and the test's output)."""
+    print(line)
+    log_dir = Path(os.environ.get("BGJOB_E2E_LOGS", REPO / ".cluster" / "logs"))
+    log_dir.mkdir(parents=True, exist_ok=True)
+    with open(log_dir / "real-pods-results.txt", "a") as f:
+        f.write(line + "\n")
+
+
+def _worker(real_node: RealNode, name: str, mode: str, grace: int, pre_stop: int) -> dict[str, Any]:
+    return bgjob(
+        name,
+        {
+            "image": real_node.image("python:3"),
+            "command": ["python3", "-c", WORKER],
+            "env": [{"name": "MODE", "value": mode}],
+            "trigger": {"continuous": {}},
+            "shutdown": {"gracePeriodSeconds": grace, "preStopSleepSeconds": pre_stop},
+            "template": {
+                "spec": on_real_node(
+                    {
+                        "securityContext": {"runAsUser": 65534, "runAsGroup": 65534},
+                        "volumes": [{"name": "shared", "emptyDir": {}}],
+                        "containers": [
+                            {
+                                "name": "worker",
+                                "volumeMounts": [{"name": "shared", "mountPath": "/shared"}],
+                            }
+                        ],
+                    }
+                )
+            },
+        },
+    )
+
+
+def _running_pod(kubectl: Kubectl, ns: str, name: str) -> dict[str, Any]:
+    def running() -> dict[str, Any] | None:
+        pods = kubectl.json("get", "pods", "-n", ns, "-l", f"app.kubernetes.io/instance={name}")[
+            "items"
+        ]
+        for pod in pods:
+            statuses = pod["status"].get("containerStatuses") or []
+            if statuses and "running" in statuses[0]["state"]:
+                found: dict[str, Any] = pod
+                return found
+        return None
+
+    return eventually(running, timeout=120, interval=0.2)
+
+
+def _events(tail: FileTail, kind: str) -> list[float]:
+    return [float(line.split()[1]) for line in tail.poll() if line.split()[0] == kind]
+
+
+def _start_and_stop(
+    kubectl: Kubectl, ns: str, real_node: RealNode, name: str, mode: str, grace: int, pre_stop: int
+) -> tuple[FileTail, PodWatch, float, float]:
+    """Start one worker on the real node, delete its pod; return what it wrote,
+    the pod's states, the time of the delete and the time the pod was gone."""
+    applied = time.time()
+    kubectl.apply(_worker(real_node, name, mode, grace, pre_stop), ns)
+    pod = _running_pod(kubectl, ns, name)
+    assert pod["spec"]["nodeName"] == REAL_NODE
+    assert pod["spec"]["terminationGracePeriodSeconds"] == grace + pre_stop
+    tail = FileTail(real_node.empty_dir(pod["metadata"]["uid"], "shared") / "events")
+    started = eventually(lambda: _events(tail, "start"), timeout=30, interval=0.05)[0]
+    _results(f"{name}: BackgroundJob applied -> worker process started: {started - applied:.2f}s")
+    pod_name = pod["metadata"]["name"]
+    watch = PodWatch(kubectl, ns, pod_name)
+    time.sleep(0.5)
+    deleted = time.time()
+    kubectl.run("delete", "pod", pod_name, "-n", ns, "--wait=false")
+    timeout = grace + pre_stop + 30
+
+    def gone() -> bool:
+        tail.poll()
+        return kubectl.get("pod", pod_name, ns) is None
+
+    eventually(gone, timeout=timeout, interval=0.1)
+    gone_at = time.time()
+    tail.poll()
+    watch.stop()
+    tail.close()
+    return tail, watch, deleted, gone_at
+
+
+def test_sigterm_comes_after_the_pre_stop_sleep_and_sigkill_not_before_the_budget(
+    kubectl: Kubectl, ns: str, real_node: RealNode
+) -> None:
+    grace, pre_stop = 5, 3
+    tail, watch, deleted, gone = _start_and_stop(
+        kubectl, ns, real_node, "stubborn", "ignore", grace, pre_stop
+    )
+    (term,) = _events(tail, "term")
+    last_beat = max(_events(tail, "beat"))
+    assert tail.lines[0].split()[2] == str(grace), "the worker is told its budget"
+    _results(
+        f"stubborn: delete -> SIGTERM {term - deleted:.2f}s (preStop sleep {pre_stop}s); "
+        f"SIGTERM -> last sign of life {last_beat - term:.2f}s (budget {grace}s); "
+        f"delete -> pod gone {gone - deleted:.2f}s"
+    )
+    # preStop first: SIGTERM only after its sleep.
+    assert term - deleted >= pre_stop - 0.05
+    # The worker keeps its whole budget after SIGTERM (50 ms beats; a loaded
+    # machine may delay the last one a little): no SIGKILL before it...
+    assert last_beat - term >= grace - 0.5
+    # ...and then it is killed: it never got to exit by itself.
+    assert not _events(tail, "exit")
+    assert last_beat - term < grace + 5
+    terminated = watch.terminated()
+    assert terminated is not None, "the pod's final state was never reported"
+    assert terminated["exitCode"] == 137  # SIGKILL
+
+
+def test_a_worker_that_finishes_in_time_exits_0_without_a_kill(
+    kubectl: Kubectl, ns: str, real_node: RealNode
+) -> None:
+    grace = 20
+    tail, watch, deleted, gone = _start_and_stop(
+        kubectl, ns, real_node, "polite", "finish", grace, 0
+    )
+    (term,) = _events(tail, "term")
+    (exited,) = _events(tail, "exit")
+    _results(
+        f"polite: delete -> SIGTERM {term - deleted:.2f}s; SIGTERM -> exit 0 {exited - term:.2f}s; "
+        f"delete -> pod gone {gone - deleted:.2f}s (grace {grace}s)"
+    )
+    assert 0.9 <= exited - term < 3
+    # Gone long before the grace period would have ended in a kill.
+    assert gone - deleted < grace / 2
+    terminated = watch.terminated()
+    assert terminated is not None, "the pod's final state was never reported"
+    assert (terminated["exitCode"], terminated["reason"]) == (0, "Completed")
+
+
+def _run_pod(kubectl: Kubectl, ns: str, name: str) -> dict[str, Any]:
+    pods = kubectl.json("get", "pods", "-n", ns, "-l", f"job-name={name}")["items"]
+    assert len(pods) == 1, [p["metadata"]["name"] for p in pods]
+    assert pods[0]["spec"]["nodeName"] == REAL_NODE
+    pod: dict[str, Any] = pods[0]
+    return pod
+
+
+def _failed_run(kubectl: Kubectl, ns: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    kubectl.apply(
+        bgjob(
+            name,
+            {
+                "trigger": {"once": {}},
+                "run": {"backoffLimit": 0},
+                "template": {"spec": on_real_node({"securityContext": {"runAsUser": 65534}})},
+                **spec,
+            },
+        ),
+        ns,
+    )
+    kubectl.wait(f"bgj/{name}", "condition=Failed", ns, timeout=120)
+    status: dict[str, Any] = kubectl.get("bgj", name, ns)["status"]  # type: ignore[index]
+    return status
+
+
+def test_a_failing_runs_real_exit_code(kubectl: Kubectl, ns: str, real_node: RealNode) -> None:
+    status = _failed_run(
+        kubectl,
+        ns,
+        "exits-42",
+        {"image": real_node.image("busybox:1"), "command": ["sh", "-c", "echo failing; exit 42"]},
+    )
+    terminated = _run_pod(kubectl, ns, "exits-42")["status"]["containerStatuses"][0]["state"]
+    assert terminated["terminated"]["exitCode"] == 42
+    assert terminated["terminated"]["reason"] == "Error"
+    assert kubectl.run("logs", "job/exits-42", "-n", ns).stdout == "failing\n"
+    # What the operator reports today: the Job's failure, not the exit code.
+    last_run = status["lastRun"]
+    _results(f"exits-42: lastRun={json.dumps(last_run)}")
+    assert (last_run["result"], last_run["reason"]) == ("Failed", "BackoffLimitExceeded")
+    failures = [e for e in events(kubectl, ns, "exits-42") if e["reason"] == "RunFailed"]
+    assert failures and "BackoffLimitExceeded" in failures[0]["message"]
+    _results(f"exits-42: RunFailed event: {failures[0]['message']}")
+
+
+def test_an_oom_killed_run(kubectl: Kubectl, ns: str, real_node: RealNode) -> None:
+    status = _failed_run(
+        kubectl,
+        ns,
+        "hungry",
+        {
+            "image": real_node.image("python:3"),
+            "command": ["python3", "-c", "b = b'x' * (512 << 20); print(len(b))"],
+            "resources": {"limits": {"memory": "64Mi"}, "requests": {"memory": "64Mi"}},
+        },
+    )
+    terminated = _run_pod(kubectl, ns, "hungry")["status"]["containerStatuses"][0]["state"]
+    assert terminated["terminated"]["reason"] == "OOMKilled"
+    assert terminated["terminated"]["exitCode"] == 137
+    last_run = status["lastRun"]
+    _results(f"hungry: lastRun={json.dumps(last_run)}")
+    assert last_run["result"] == "Failed"
+
+
+def test_kubectl_exec_reaches_a_container_on_the_real_node(
+    kubectl: Kubectl, ns: str, real_node: RealNode
+) -> None:
+    kubectl.apply(
+        bgjob(
+            "shell",
+            {
+                "image": real_node.image("busybox:1"),
+                "command": ["sleep", "3600"],
+                "trigger": {"continuous": {}},
+                "shutdown": {"gracePeriodSeconds": 0},
+                "template": {"spec": on_real_node({"securityContext": {"runAsUser": 65534}})},
+            },
+        ),
+        ns,
+    )
+    pod = _running_pod(kubectl, ns, "shell")
+    out = kubectl.run("exec", pod["metadata"]["name"], "-n", ns, "--", "id", "-u").stdout
+    assert out.strip() == "65534"
+
+
+def test_a_singletons_rollout_never_overlaps_two_real_workers(
+    kubectl: Kubectl, ns: str, real_node: RealNode
+) -> None:
+    manifest = _worker(real_node, "solo", "finish", grace=10, pre_stop=0)
+    manifest["spec"]["singleton"] = True
+    kubectl.apply(manifest, ns)
+    first = _running_pod(kubectl, ns, "solo")
+    old = FileTail(real_node.empty_dir(first["metadata"]["uid"], "shared") / "events")
+    eventually(lambda: _events(old, "start"), timeout=30, interval=0.05)
+
+    # A rollout: a new pod template (one more env var).
+    manifest["spec"]["env"].append({"name": "ROLLOUT", "value": "2"})
+    kubectl.apply(manifest, ns)
+
+    def replacement() -> dict[str, Any] | None:
+        old.poll()  # keep reading the old worker until it is gone
+        pod = _running_pod(kubectl, ns, "solo")
+        return pod if pod["metadata"]["uid"] != first["metadata"]["uid"] else None
+
+    second = eventually(replacement, timeout=120, interval=0.2)
+    new = FileTail(real_node.empty_dir(second["metadata"]["uid"], "shared") / "events")
+    (new_start,) = eventually(lambda: _events(new, "start"), timeout=30, interval=0.05)
+    old.close()
+    new.close()
+    old_last = max(float(line.split()[1]) for line in old.lines)
+    _results(
+        f"solo (singleton rollout): old worker's last line -> new worker started "
+        f"{new_start - old_last:.2f}s later"
+    )
+    assert new_start > old_last, "two workers of a singleton ran at the same time"
+    assert _events(old, "exit"), "the old worker was killed instead of stopping gracefully"
