@@ -36,9 +36,9 @@ cluster-down: ## stop exactly what cluster-up started
 cluster-smoke: cluster-up ## prove the local control plane and kwok work
 	@hack/cluster-smoke.sh
 
-crd: venv ## regenerate crds/ and the chart's copy from the models
+crd: venv ## regenerate crds/ and the chart's copy (templates/crds.yaml renders it) from the models
 	$(BIN)/bgjob-operator crd > crds/bgjob.dev_backgroundjobs.yaml
-	cp crds/bgjob.dev_backgroundjobs.yaml charts/bgjob-operator/crds/bgjob.dev_backgroundjobs.yaml
+	cp crds/bgjob.dev_backgroundjobs.yaml charts/bgjob-operator/files/crds/bgjob.dev_backgroundjobs.yaml
 
 lint: venv bins ## ruff, mypy --strict, hadolint, helm lint
 	$(BIN)/ruff check operator tests

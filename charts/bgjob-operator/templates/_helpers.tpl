@@ -70,3 +70,12 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- define "bgjob-operator.leaseName" -}}
 {{- include "bgjob-operator.fullname" . -}}
 {{- end -}}
+
+{{/* The operator image: pinned by digest when one is given, else by tag. */}}
+{{- define "bgjob-operator.image" -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) -}}
+{{- end -}}
+{{- end -}}
