@@ -409,6 +409,7 @@ def test_chart_metadata_for_artifact_hub() -> None:
         (["--set", "image.digest=latest"], "/image/digest"),
         (["--set", "crds.instal=true"], "additional properties 'instal' not allowed"),
         (["--set", "prometheusRule.degradedFor=soon"], "/prometheusRule/degradedFor"),
+        (["--set", "prometheusRule.reconcileErrorRatio=2"], "/prometheusRule/reconcileErrorRatio"),
     ],
 )
 def test_a_bad_value_fails_helm_template(values: list[str], message: str) -> None:

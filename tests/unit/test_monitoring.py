@@ -69,11 +69,19 @@ def test_the_alerts_pass_promtool_check_and_their_unit_tests(tmp_path: Path) -> 
     assert "SUCCESS" in result.stdout, result.stdout
 
 
-def test_the_alert_thresholds_come_from_the_values(tmp_path: Path) -> None:
-    # Degraded for 30 minutes before alerting: the 20-minute case no longer fires.
-    result = run_promtool(tmp_path, "--set", "prometheusRule.degradedFor=30m")
+@pytest.mark.parametrize(
+    ("value", "alert"),
+    [
+        # Degraded for 30 minutes before alerting: the 20-minute case no longer fires.
+        ("prometheusRule.degradedFor=30m", "BackgroundJobDegraded"),
+        # 20 % errors before alerting: the 10 % case no longer fires.
+        ("prometheusRule.reconcileErrorRatio=0.2", "BgjobOperatorReconcileErrors"),
+    ],
+)
+def test_the_alert_thresholds_come_from_the_values(tmp_path: Path, value: str, alert: str) -> None:
+    result = run_promtool(tmp_path, "--set", value)
     assert result.returncode != 0
-    assert "BackgroundJobDegraded" in result.stdout + result.stderr
+    assert f"alertname: {alert}, time: 20m" in result.stdout + result.stderr, result.stdout
 
 
 def test_the_rule_is_optional_and_carries_its_labels() -> None:
