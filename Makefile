@@ -36,22 +36,32 @@ cluster-down: ## stop exactly what cluster-up started
 cluster-smoke: cluster-up ## prove the local control plane and kwok work
 	@hack/cluster-smoke.sh
 
-crd: venv ## regenerate crds/ and the chart's copy from the models
+crd: venv ## regenerate crds/ and the chart's copy (templates/crds.yaml renders it) from the models
 	$(BIN)/bgjob-operator crd > crds/bgjob.dev_backgroundjobs.yaml
-	cp crds/bgjob.dev_backgroundjobs.yaml charts/bgjob-operator/crds/bgjob.dev_backgroundjobs.yaml
+	cp crds/bgjob.dev_backgroundjobs.yaml charts/bgjob-operator/files/crds/bgjob.dev_backgroundjobs.yaml
 
-lint: venv bins ## ruff, mypy --strict, hadolint, helm lint
+lint: venv bins ## ruff, mypy --strict, hadolint, actionlint, helm lint and package
 	$(BIN)/ruff check operator tests
 	$(BIN)/ruff format --check operator tests
 	$(BIN)/mypy
 	$(BIN)/hadolint Dockerfile
+	$$(hack/tools.sh)/actionlint
 	@$(MAKE) --no-print-directory helm-lint
 
-helm-lint: bins ## helm lint --strict the chart with its main value combinations
-	@helm=$$(hack/bins.sh)/helm && set -e && \
-	$$helm lint --strict charts/bgjob-operator && \
-	$$helm lint --strict charts/bgjob-operator --set 'watchNamespaces={team-a,team-b}' && \
-	$$helm lint --strict charts/bgjob-operator --set replicaCount=2 --set serviceMonitor.enabled=true
+# Without a cluster helm assumes Kubernetes v1.20 (a build without release
+# ldflags); the chart's kubeVersion needs the one the tests run against.
+helm-lint: bins ## helm lint --strict the chart with its main value combinations, then helm package
+	@helm=$$(hack/bins.sh)/helm && source hack/versions.env && set -e && \
+	lint() { $$helm lint --strict charts/bgjob-operator --kube-version "$$KUBE_VERSION" "$$@"; } && \
+	lint && \
+	lint --set 'watchNamespaces={team-a,team-b}' && \
+	lint --set replicaCount=2 --set serviceMonitor.enabled=true && \
+	lint --set podMonitor.enabled=true --set prometheusRule.enabled=true --set grafanaDashboard.enabled=true && \
+	lint --set crds.install=false --set podSecurityContext.runAsUser=null --set logFormat=json && \
+	out=$$(mktemp -d) && trap 'rm -rf "$$out"' EXIT && \
+	$$helm package charts/bgjob-operator -d "$$out" >/dev/null && \
+	tar -tzf "$$out"/bgjob-operator-*.tgz | grep -qx 'bgjob-operator/files/crds/bgjob.dev_backgroundjobs.yaml' && \
+	echo "helm package: $$(cd "$$out" && ls)"
 
 unit: venv bins ## pure units and API-contract tests (no cluster)
 	$(BIN)/pytest tests/unit tests/api

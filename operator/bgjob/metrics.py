@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import platform
 from collections import Counter as Tally
 from collections.abc import Iterator
 
@@ -9,7 +10,15 @@ from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from bgjob import __version__
 from bgjob.store import Store
+
+BUILD_INFO = Gauge(
+    "bgjob_build_info",
+    "Always 1; the operator's version and the Python it runs on, as labels.",
+    ["version", "python"],
+)
+BUILD_INFO.labels(version=__version__, python=platform.python_version()).set(1)
 
 RECONCILES = Counter(
     "bgjob_reconcile_total",
@@ -49,19 +58,58 @@ def observe_reconcile(result: str, seconds: float) -> None:
     RECONCILE_SECONDS.observe(seconds)
 
 
+def is_leader() -> bool:
+    """Whether this process holds the Lease (or runs without election)."""
+    return any(sample.value == 1 for family in LEADER.collect() for sample in family.samples)
+
+
+# Gauges describing the BackgroundJobs themselves (not this process). Every
+# replica keeps a warm cache, so each could export them; only the leader does,
+# so that sum(bgjob_backgroundjobs) counts each BackgroundJob once and an alert
+# on a BackgroundJob fires once, without every query having to pick a replica.
+STATE_GAUGES = (
+    "bgjob_backgroundjobs",
+    "bgjob_desired_replicas",
+    "bgjob_max_replicas",
+    "bgjob_ready_replicas",
+    "bgjob_queue_backlog",
+    "bgjob_condition",
+)
+
+
 class StoreCollector(Collector):
-    """Gauges read from the cache at scrape time, so events cost nothing extra."""
+    """Gauges read from the cache at scrape time, so events cost nothing extra.
+
+    Exported by the leader only (see STATE_GAUGES); a standby's /metrics has
+    none of them, and after a failover the new leader's carry on.
+    """
 
     def __init__(self, store: Store) -> None:
         self.store = store
 
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        # Names for the registry's duplicate check, without reading the cache
+        # (nor asking whether this process leads) at registration.
+        return self._families(Store())
+
     def collect(self) -> Iterator[GaugeMetricFamily]:
+        if not is_leader():
+            return iter(())
+        return self._families(self.store)
+
+    @staticmethod
+    def _families(store: Store) -> Iterator[GaugeMetricFamily]:
         states = GaugeMetricFamily(
             "bgjob_backgroundjobs", "BackgroundJobs by state.", labels=["state"]
         )
         desired = GaugeMetricFamily(
             "bgjob_desired_replicas",
             "Pods each BackgroundJob wants.",
+            labels=["namespace", "name"],
+        )
+        most = GaugeMetricFamily(
+            "bgjob_max_replicas",
+            "Most pods each BackgroundJob may have (spec.concurrency).",
             labels=["namespace", "name"],
         )
         ready = GaugeMetricFamily(
@@ -74,8 +122,20 @@ class StoreCollector(Collector):
             "Messages waiting, as last reported in status (queue trigger).",
             labels=["namespace", "name"],
         )
+        conditions = GaugeMetricFamily(
+            "bgjob_condition",
+            "1 while a condition of a BackgroundJob is True, else 0 (Ready, Degraded, Stalled).",
+            labels=["namespace", "name", "condition"],
+        )
         tally: Tally[str] = Tally()
-        for (namespace, name), status in self.store.statuses():
+        for (namespace, name), status in store.statuses():
+            body = store.bgjob((namespace, name)) or {}
+            most.add_metric([namespace, name], float(body.get("spec", {}).get("concurrency", 1)))
+            for cond in status.get("conditions") or ():
+                conditions.add_metric(
+                    [namespace, name, str(cond.get("type"))],
+                    1.0 if cond.get("status") == "True" else 0.0,
+                )
             if status.get("queueLength") is not None:
                 backlog.add_metric([namespace, name], float(status["queueLength"]))
             tally[str(status.get("state") or "Unknown")] += 1
@@ -87,8 +147,10 @@ class StoreCollector(Collector):
             states.add_metric([state], float(count))
         yield states
         yield desired
+        yield most
         yield ready
         yield backlog
+        yield conditions
 
 
 _collector: StoreCollector | None = None

@@ -110,6 +110,9 @@ def free_port() -> int:
 
 
 def chart_rbac(k: Kubectl) -> str:
+    # `helm template` does not ask the cluster its version; the chart's
+    # kubeVersion needs the real one.
+    server = k.json("version")["serverVersion"]["gitVersion"]
     result = subprocess.run(
         [
             "helm",
@@ -118,6 +121,8 @@ def chart_rbac(k: Kubectl) -> str:
             str(REPO / "charts" / "bgjob-operator"),
             "--namespace",
             SYSTEM_NAMESPACE,
+            "--kube-version",
+            server,
             "--show-only",
             "templates/serviceaccount.yaml",
             "--show-only",

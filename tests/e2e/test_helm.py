@@ -11,8 +11,10 @@ from its own metrics, log and Lease.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
+import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -26,6 +28,7 @@ from tests.e2e.support import (
     REPO,
     Kubectl,
     Operator,
+    bgjob,
     condition,
     eventually,
     metric,
@@ -42,6 +45,8 @@ RELEASE_KINDS = (
     "deployments,replicasets,pods,services,serviceaccounts,roles,rolebindings,poddisruptionbudgets"
 )
 CLUSTER_KINDS = "clusterroles,clusterrolebindings"
+CRD = "backgroundjobs.bgjob.dev"
+CRD_FILE = REPO / "crds" / "bgjob.dev_backgroundjobs.yaml"
 
 
 def helm(k: Kubectl, *args: str) -> subprocess.CompletedProcess[str]:
@@ -95,6 +100,14 @@ def release_objects(k: Kubectl, *namespaces: str) -> list[str]:
 
 
 @pytest.fixture
+def suite_crd(kubectl: Kubectl) -> Iterator[None]:
+    """The chart takes the suite's CRD over (and may change it); put crds/ back after."""
+    yield
+    kubectl.run("replace", "-f", str(CRD_FILE))
+    kubectl.run("wait", "--for=condition=Established", f"crd/{CRD}", "--timeout=60s")
+
+
+@pytest.fixture
 def namespaces(kubectl: Kubectl) -> Iterator[tuple[str, str]]:
     """The release's namespace and the one it watches, both enforcing "restricted"."""
     suffix = secrets.token_hex(3)
@@ -106,12 +119,16 @@ def namespaces(kubectl: Kubectl) -> Iterator[tuple[str, str]]:
         kubectl.run("delete", "namespace", name, "--wait=false", check=False)
 
 
-def test_helm_install_upgrade_and_uninstall(kubectl: Kubectl, namespaces: tuple[str, str]) -> None:
+def test_helm_install_upgrade_and_uninstall(
+    kubectl: Kubectl, namespaces: tuple[str, str], suite_crd: None
+) -> None:
     k = kubectl
     system, work = namespaces
     workdir = Path(tempfile.mkdtemp(prefix="bgjob-helm-e2e-"))
+    # The suite applied the CRD with kubectl; the chart's templated CRD adopts
+    # it, as for anyone who installed an earlier chart that kept it in crds/.
     installed = helm(
-        k, "install", RELEASE, str(CHART), "--namespace", system,
+        k, "install", RELEASE, str(CHART), "--namespace", system, "--take-ownership",
         "--set", f"watchNamespaces={{{work}}}", "--set", "logLevel=debug",
     )  # fmt: skip
     operator: Operator | None = None
@@ -176,5 +193,72 @@ def test_helm_install_upgrade_and_uninstall(kubectl: Kubectl, namespaces: tuple[
 
     helm(k, "uninstall", RELEASE, "--namespace", system, "--wait", "--timeout=60s")
     eventually(lambda: release_objects(k, system, work) == [], timeout=60)
-    # Helm keeps what is in crds/: the BackgroundJobs survive the operator.
-    assert k.run("get", "crd", "backgroundjobs.bgjob.dev", check=False).returncode == 0
+    # crds.keep: the CRD, and so the BackgroundJobs, survive the operator.
+    assert k.run("get", "crd", CRD, check=False).returncode == 0
+    assert k.get("bgj", example["metadata"]["name"], work) is not None
+
+
+def chart_with_a_new_crd_field(workdir: Path) -> Path:
+    """The chart as its next release would be: the CRD has one more optional field."""
+    chart = workdir / "bgjob-operator"
+    shutil.copytree(CHART, chart)
+    crd_file = chart / "files" / "crds" / CRD_FILE.name
+    crd = yaml.safe_load(crd_file.read_text())
+    (version,) = crd["spec"]["versions"]
+    version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["e2eNote"] = {
+        "type": "string",
+        "description": "A field only the next chart release knows.",
+    }
+    crd_file.write_text(yaml.safe_dump(crd))
+    meta = yaml.safe_load((chart / "Chart.yaml").read_text())
+    meta["version"] = "0.1.1-e2e"
+    (chart / "Chart.yaml").write_text(yaml.safe_dump(meta))
+    return chart
+
+
+def test_helm_upgrade_carries_a_new_crd_field(
+    kubectl: Kubectl, namespaces: tuple[str, str], suite_crd: None
+) -> None:
+    k = kubectl
+    system, work = namespaces
+    workdir = Path(tempfile.mkdtemp(prefix="bgjob-helm-crd-"))
+    probe = bgjob("crd-probe", {"trigger": {"continuous": {}}, "e2eNote": "hello"})
+
+    def server_dry_run() -> subprocess.CompletedProcess[str]:
+        return k.run(
+            "create", "--dry-run=server", "--validate=strict", "-n", work, "-o", "json", "-f", "-",
+            stdin=json.dumps(probe), check=False,
+        )  # fmt: skip
+
+    helm(
+        k, "install", RELEASE, str(CHART), "--namespace", system, "--take-ownership",
+        "--set", f"watchNamespaces={{{work}}}", "--set", "replicaCount=0",
+    )  # fmt: skip
+    crd = k.json("get", "crd", CRD)
+    assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    assert crd["metadata"]["annotations"]["meta.helm.sh/release-name"] == RELEASE
+    before = server_dry_run()
+    assert before.returncode != 0 and 'unknown field "spec.e2eNote"' in before.stderr, before
+
+    helm(k, "upgrade", RELEASE, str(chart_with_a_new_crd_field(workdir)), "-n", system,
+         "--reuse-values")  # fmt: skip
+
+    # The API server serves the new field: a strict server-side dry run keeps it,
+    # and kubectl explain (with a fresh cache) describes it.
+    def accepted() -> dict[str, Any] | None:
+        result = server_dry_run()
+        return json.loads(result.stdout) if result.returncode == 0 else None
+
+    served = eventually(accepted, timeout=30)
+    assert served["spec"]["e2eNote"] == "hello"
+
+    def explain() -> str | None:
+        cache = tempfile.mkdtemp(dir=workdir)  # no OpenAPI cached from before the upgrade
+        result = k.run("explain", "backgroundjob.spec.e2eNote", "--cache-dir", cache, check=False)
+        return result.stdout if result.returncode == 0 else None
+
+    assert "A field only the next chart release knows." in eventually(explain, timeout=30)
+
+    helm(k, "uninstall", RELEASE, "--namespace", system, "--wait", "--timeout=60s")
+    # Kept on uninstall, with what the upgrade brought.
+    assert accepted() is not None

@@ -51,6 +51,11 @@ def test_one_replica_acts_and_a_standby_takes_over(
         assert not _leading(second)
         assert _reconciles(first) > 0
         assert _reconciles(second) == 0, "the standby reconciled"
+        # The BackgroundJobs' gauges come from the leader only, so sum() counts once.
+        ha = {"namespace": ns, "name": "ha"}
+        assert metric(first.metrics(), "bgjob_desired_replicas", **ha) == 1
+        assert metric(second.metrics(), "bgjob_desired_replicas", **ha) is None
+        assert "bgjob_build_info{" in second.metrics()  # about the process: every replica
         lease = kubectl.get("lease", RELEASE, SYSTEM_NAMESPACE)
         assert lease["spec"]["leaseDurationSeconds"] == 15  # type: ignore[index]
 
@@ -66,6 +71,7 @@ def test_one_replica_acts_and_a_standby_takes_over(
         kubectl.run("delete", "deployment", "ha", "-n", ns)
         eventually(lambda: kubectl.get("deployment", "ha", ns) is not None, timeout=20)
         assert _reconciles(second) > 0
+        assert metric(second.metrics(), "bgjob_desired_replicas", **ha) == 1
 
         # A leader stopped with SIGTERM hands over at once by releasing the Lease.
         first.start()

@@ -42,7 +42,34 @@ CASES: dict[str, list[str]] = {
         "--set",
         "serviceMonitor.labels.release=prometheus",
     ],
-}
+    # The alternative to the ServiceMonitor, with the alerts and the dashboard.
+    "monitoring": [
+        "--set", "podMonitor.enabled=true",
+        "--set", "prometheusRule.enabled=true",
+        "--set", "grafanaDashboard.enabled=true",
+    ],
+    # OpenShift's restricted-v2 assigns the UID; the CRD is managed by hand.
+    "openshift": [
+        "--set", "podSecurityContext.runAsUser=null",
+        "--set", "podSecurityContext.runAsGroup=null",
+        "--set", "crds.install=false",
+    ],
+    "escape-hatches": [
+        "--set", "logFormat=json",
+        "--set", "image.digest=sha256:" + "0123456789abcdef" * 4,
+        "--set", "extraArgs={--log-level=debug}",
+        "--set", "extraEnv[0].name=HTTPS_PROXY",
+        "--set", "extraEnv[0].value=http://proxy.example:3128",
+        "--set", "extraVolumes[0].name=ca",
+        "--set", "extraVolumes[0].configMap.name=corporate-ca",
+        "--set", "extraVolumeMounts[0].name=ca",
+        "--set", "extraVolumeMounts[0].mountPath=/etc/ssl/corporate",
+        "--set", "topologySpreadConstraints[0].maxSkew=1",
+        "--set", "topologySpreadConstraints[0].topologyKey=topology.kubernetes.io/zone",
+        "--set", "topologySpreadConstraints[0].whenUnsatisfiable=ScheduleAnyway",
+        "--set", "global.imageRegistry=registry.example",
+    ],
+}  # fmt: skip
 
 
 @cache
@@ -55,9 +82,23 @@ def helm() -> str:
     return str(path)
 
 
+@cache
+def kube_version() -> str:
+    """The Kubernetes release of the local control plane (hack/versions.env)."""
+    text = (ROOT / "hack" / "versions.env").read_text()
+    found = re.search(r"^KUBE_VERSION=(v[0-9.]+)$", text, re.MULTILINE)
+    assert found, "hack/versions.env has no KUBE_VERSION"
+    return found.group(1)
+
+
 def run_helm(*args: str) -> subprocess.CompletedProcess[str]:
-    # No cluster is needed or wanted: keep helm away from any KUBECONFIG.
+    # No cluster is needed or wanted: keep helm away from any KUBECONFIG. Without
+    # a cluster helm assumes a Kubernetes version (v1.20 in a build without
+    # release ldflags); the chart's kubeVersion needs the real one, so render
+    # for the release the tests run against.
     env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
+    if args and args[0] in ("template", "lint"):
+        args = (*args, "--kube-version", kube_version())
     return subprocess.run(
         [helm(), *args], capture_output=True, text=True, env=env, timeout=60, check=False
     )
@@ -85,9 +126,17 @@ def deployment(docs: list[dict[str, Any]]) -> dict[str, Any]:
 # --- golden renderings ----------------------------------------------------------------
 
 
+def without_crd(rendered: str) -> str:
+    """The rendering minus the CRD, which is the repository's crds/ file checked
+    on its own (test_the_templated_crd_is_the_repository_crd_kept_on_uninstall),
+    so `make crd` does not rewrite every golden file."""
+    source = "# Source: bgjob-operator/templates/crds.yaml"
+    return "\n---\n".join(d for d in rendered.split("\n---\n") if source not in d)
+
+
 @pytest.mark.parametrize("case", CASES)
 def test_the_rendering_matches_the_golden_file(case: str) -> None:
-    rendered = template(*CASES[case])
+    rendered = without_crd(template(*CASES[case]))
     golden = GOLDEN / f"{case}.yaml"
     if os.environ.get("UPDATE_GOLDEN") == "1":
         golden.parent.mkdir(parents=True, exist_ok=True)
@@ -168,7 +217,7 @@ def verbs(role: dict[str, Any], group: str, resource: str) -> set[str]:
     ("group", "resource", "expected"),
     [
         # The audit-log e2e test (tests/e2e/test_zz_least_privilege.py) proves these are used.
-        ("bgjob.dev", "backgroundjobs", {"list", "watch"}),
+        ("bgjob.dev", "backgroundjobs", {"get", "list", "watch"}),  # get: the owner check
         ("bgjob.dev", "backgroundjobs/status", {"patch"}),
         ("", "events", {"create"}),
         ("batch", "jobs", {"get", "list", "watch", "create", "delete"}),
@@ -311,6 +360,102 @@ def test_the_service_monitor_scrapes_the_metrics_service() -> None:
     assert only(objects(), "ServiceMonitor") == []
 
 
+def test_the_pod_monitor_scrapes_the_pods_metrics_port_keeping_their_labels() -> None:
+    docs = objects(*CASES["monitoring"])
+    (monitor,) = only(docs, "PodMonitor")
+    pod = deployment(docs)["spec"]["template"]
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+    (container,) = pod["spec"]["containers"]
+    assert endpoint["port"] in [p["name"] for p in container["ports"]]
+    # bgjob_* series carry the BackgroundJob's namespace, not the operator pod's.
+    assert endpoint["honorLabels"] is True
+    assert only(docs, "ServiceMonitor") == []
+    (service_endpoint,) = only(objects(*CASES["service-monitor"]), "ServiceMonitor")[0]["spec"][
+        "endpoints"
+    ]
+    assert service_endpoint["honorLabels"] is True
+
+
+def test_a_service_monitor_and_a_pod_monitor_together_are_refused() -> None:
+    result = run_helm(
+        "template", RELEASE, str(CHART),
+        "--set", "serviceMonitor.enabled=true", "--set", "podMonitor.enabled=true",
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "enable one" in result.stderr
+
+
+def test_the_escape_hatches_reach_the_pod() -> None:
+    docs = objects(*CASES["escape-hatches"])
+    pod = deployment(docs)["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["image"] == "ghcr.io/bgjob-dev/bgjob-operator@sha256:" + "0123456789abcdef" * 4
+    assert "--log-format=json" in container["args"]
+    # After the chart's own arguments, so the operator's parser lets it win.
+    assert container["args"][-1] == "--log-level=debug"
+    assert {"name": "HTTPS_PROXY", "value": "http://proxy.example:3128"} in container["env"]
+    assert container["volumeMounts"][1:] == [{"name": "ca", "mountPath": "/etc/ssl/corporate"}]
+    assert pod["volumes"][1:] == [{"name": "ca", "configMap": {"name": "corporate-ca"}}]
+    assert pod["topologySpreadConstraints"] == [
+        {
+            "maxSkew": 1,
+            "topologyKey": "topology.kubernetes.io/zone",
+            "whenUnsatisfiable": "ScheduleAnyway",
+        }
+    ]
+    default = deployment(objects())["spec"]["template"]["spec"]["containers"][0]
+    assert "--log-format=text" in default["args"]
+    assert default["image"] == "ghcr.io/bgjob-dev/bgjob-operator:0.1.0"
+
+
+def test_openshift_can_drop_the_fixed_uid_and_keep_the_rest_restricted() -> None:
+    pod = deployment(objects(*CASES["openshift"]))["spec"]["template"]["spec"]
+    assert pod["securityContext"] == {
+        "runAsNonRoot": True,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    assert pod["containers"][0]["securityContext"]["allowPrivilegeEscalation"] is False
+
+
+# --- the CRD --------------------------------------------------------------------------
+
+
+def crds(*values: str) -> list[dict[str, Any]]:
+    return only(objects(*values), "CustomResourceDefinition")
+
+
+def test_the_templated_crd_is_the_repository_crd_kept_on_uninstall() -> None:
+    (rendered,) = crds()
+    committed = yaml.safe_load((ROOT / "crds" / "bgjob.dev_backgroundjobs.yaml").read_text())
+    annotations = rendered["metadata"].pop("annotations")
+    assert annotations == {"helm.sh/resource-policy": "keep"}
+    assert rendered == committed
+
+
+def test_crds_keep_false_lets_uninstall_delete_it_and_install_false_leaves_it_out() -> None:
+    (rendered,) = crds("--set", "crds.keep=false")
+    assert "annotations" not in rendered["metadata"]
+    assert crds("--set", "crds.install=false") == []
+
+
+def test_the_chart_works_as_a_subchart_with_global_values() -> None:
+    assert deployment(objects("--set", "global.imageRegistry=registry.example"))
+
+
+def test_chart_metadata_for_artifact_hub() -> None:
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert chart["kubeVersion"] and chart["home"].startswith("https://")
+    assert chart["sources"]
+    annotations = chart["annotations"]
+    (crd,) = yaml.safe_load(annotations["artifacthub.io/crds"])
+    assert crd["name"] == "backgroundjobs.bgjob.dev"
+    (example,) = yaml.safe_load(annotations["artifacthub.io/crdsExamples"])
+    parse(example)  # a valid BackgroundJob
+    (image,) = yaml.safe_load(annotations["artifacthub.io/images"])
+    assert image["image"].endswith(":" + chart["appVersion"])
+
+
 # --- the values schema ----------------------------------------------------------------
 
 
@@ -323,6 +468,11 @@ def test_the_service_monitor_scrapes_the_metrics_service() -> None:
         (["--set", "logLevel=verbose"], "/logLevel"),
         (["--set", "workers=0"], "/workers"),
         (["--set", "watchNamespaces=team-a"], "/watchNamespaces"),
+        (["--set", "logFormat=xml"], "/logFormat"),
+        (["--set", "image.digest=latest"], "/image/digest"),
+        (["--set", "crds.instal=true"], "additional properties 'instal' not allowed"),
+        (["--set", "prometheusRule.degradedFor=soon"], "/prometheusRule/degradedFor"),
+        (["--set", "prometheusRule.reconcileErrorRatio=2"], "/prometheusRule/reconcileErrorRatio"),
     ],
 )
 def test_a_bad_value_fails_helm_template(values: list[str], message: str) -> None:
@@ -333,7 +483,7 @@ def test_a_bad_value_fails_helm_template(values: list[str], message: str) -> Non
 
 def test_every_value_in_values_yaml_is_documented() -> None:
     # Each key has a comment line right above it; the contents of `resources`
-    # are plain Kubernetes and covered by its comment.
+    # and the security contexts are plain Kubernetes and covered by its comment.
     lines = (CHART / "values.yaml").read_text().splitlines()
     undocumented = []
     parent = ""
@@ -344,7 +494,7 @@ def test_every_value_in_values_yaml_is_documented() -> None:
         depth, key = len(match.group(1)) // 2, match.group(2)
         if depth == 0:
             parent = key
-        elif parent == "resources":
+        elif parent in ("resources", "podSecurityContext", "securityContext"):
             continue
         if not lines[i - 1].lstrip().startswith("#"):
             undocumented.append(line.strip())

@@ -34,11 +34,12 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{/* The permissions the operator uses, and no more: tests/e2e/test_zz_least_privilege.py
 compares them with the API server's audit log of an e2e run. */}}
 {{- define "bgjob-operator.rules" -}}
-# kopf lists and watches BackgroundJobs; the operator writes only their status
-# (server-side apply).
+# The informers list and watch BackgroundJobs; before creating a child the
+# operator GETs its owner to be sure it still exists with the uid it holds. It
+# writes only their status (server-side apply).
 - apiGroups: ["bgjob.dev"]
   resources: ["backgroundjobs"]
-  verbs: ["list", "watch"]
+  verbs: ["get", "list", "watch"]
 - apiGroups: ["bgjob.dev"]
   resources: ["backgroundjobs/status"]
   verbs: ["patch"]
@@ -78,4 +79,13 @@ compares them with the API server's audit log of an e2e run. */}}
 {{/* The leader-election Lease: one per release, in the release namespace. */}}
 {{- define "bgjob-operator.leaseName" -}}
 {{- include "bgjob-operator.fullname" . -}}
+{{- end -}}
+
+{{/* The operator image: pinned by digest when one is given, else by tag. */}}
+{{- define "bgjob-operator.image" -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) -}}
+{{- end -}}
 {{- end -}}
