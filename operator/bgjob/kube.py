@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -100,8 +101,20 @@ def retry_after(value: str | None, now: datetime | None = None) -> float | None:
     return min(max(seconds, 0.0), 600.0)
 
 
+# Object names and namespaces as the API server allows them in a path: no
+# separators, no escapes, never ``.`` or ``..``.
+_SEGMENT = re.compile(r"(?!\.\.?$)[A-Za-z0-9][-A-Za-z0-9._:]*")
+
+
 def path(kind: str, namespace: str, name: str | None = None, sub: str | None = None) -> str:
-    """The REST path of an object (or its collection) in a namespace."""
+    """The REST path of an object (or its collection) in a namespace.
+
+    A name that is not one segment (``..``, ``a/b``, ``%2F``) never reaches a URL:
+    it would point the operator's own permissions at another object.
+    """
+    for segment in (namespace, name):
+        if segment is not None and not _SEGMENT.fullmatch(segment):
+            raise ValueError(f"not a valid object name: {segment!r}")
     api_version, plural = RESOURCES[kind]
     base = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
     out = f"{base}/namespaces/{namespace}/{plural}"

@@ -438,6 +438,33 @@ spec:
         "accept",
         BASE_TEXT + b"---\n" + BASE_TEXT.replace(b"name: hostile", b"name: hostile-2"),
     )
+
+    # --- a Secret reference is a name in this namespace, never a path ---------------------
+    def secret_ref(name: str, key: str = "url") -> dict[str, Any]:
+        url_from = {"urlFrom": {"secretKeyRef": {"name": name, "key": key}}, "list": "jobs"}
+        return doc({"trigger": {"queue": {"redis": url_from}}})
+
+    add("secret-ref-plain", "accept", secret_ref("redis-creds"))
+    add("secret-ref-dotted", "accept", secret_ref("redis.creds-2"))
+    for label, name in [
+        ("traversal", "../../victim/secrets/redis-creds"),
+        ("all-secrets", "../../../secrets"),
+        ("slash", "a/b"),
+        ("dot-dot", ".."),
+        ("escaped", "%2e%2e"),
+        ("upper", "Redis"),
+        ("long", "a" * 254),
+    ]:
+        add(
+            f"secret-ref-{label}",
+            "reject spec.trigger.queue.redis.urlFrom.secretKeyRef.name",
+            secret_ref(name),
+        )
+    add(
+        "secret-key-slash",
+        "reject spec.trigger.queue.redis.urlFrom.secretKeyRef.key",
+        secret_ref("redis-creds", "a/b"),
+    )
     return out
 
 

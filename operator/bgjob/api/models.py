@@ -344,11 +344,25 @@ class OnceTrigger(ApiModel):
     )
 
 
+# What the API server accepts as a Secret's name (a DNS-1123 subdomain) and as a
+# key in its data; anything else (``..``, ``/``) would make the Secret's REST path
+# point somewhere else with the operator's own permissions.
+DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+SECRET_KEY = r"^[-._a-zA-Z0-9]+$"
+
+
 class SecretKeyRef(ApiModel):
     """A key in a Secret in the BackgroundJob's namespace."""
 
-    name: str = Field(description="Name of the Secret.", min_length=1)
-    key: str = Field(description="Key within the Secret.", min_length=1)
+    name: str = Field(
+        description="Name of the Secret, in the BackgroundJob's namespace.",
+        min_length=1,
+        max_length=253,
+        pattern=DNS_SUBDOMAIN,
+    )
+    key: str = Field(
+        description="Key within the Secret.", min_length=1, max_length=253, pattern=SECRET_KEY
+    )
 
 
 class UrlFrom(ApiModel):
