@@ -168,7 +168,7 @@ spec:
         ("steps-lists", "*/15 0-6,22,23 1-31/2 * 0-6", True),
         ("single-step", "5/10 * * * *", True),
         ("daily", "@daily", True),
-        ("every", "@every 1h30m", True),
+        ("every", "@every 1h30m", False),
         ("never-fires-but-admitted", "0 0 31 2 *", True),
         ("four-fields", "0 3 * *", False),
         ("seconds-field", "0 0 3 * * *", False),

@@ -4,8 +4,10 @@ Kubernetes parses ``CronJob.spec.schedule`` with robfig/cron's ``ParseStandard``
 five fields (minute hour day-of-month month day-of-week) or one of the macros
 ``@yearly @annually @monthly @weekly @daily @midnight @hourly`` and
 ``@every <Go duration>``. ``CRON_PATTERN`` is a regular expression that accepts
-a subset of that dialect: numbers within each field's bounds, ``*``, ranges,
-steps, lists, month and weekday names. It rejects what other cron dialects add
+a subset of that dialect, without ``@every`` (its next time depends on the
+CronJob's history, not on the clock, so neither ``nextRunTime`` nor a wake-up can
+be computed from the spec; five fields say the same thing): numbers within each
+field's bounds, ``*``, ranges, steps, lists, month and weekday names. It rejects what other cron dialects add
 (``L``, ``W``, ``#``, ``H``, ``?``, a seconds or year field) and a ``TZ=`` or
 ``CRON_TZ=`` prefix (the time zone has its own field). The same expression is a
 CEL rule at admission and ``re.fullmatch`` in Python, so both give one verdict.
@@ -38,8 +40,7 @@ def _field(value: str) -> str:
     return rf"{one}(,{one})*"
 
 
-_GO_DURATION = r"(([0-9]+(\.[0-9]*)?|\.[0-9]+)(ns|us|µs|ms|s|m|h))+"
-_MACROS = r"@(yearly|annually|monthly|weekly|daily|midnight|hourly)|@every " + _GO_DURATION
+_MACROS = r"@(yearly|annually|monthly|weekly|daily|midnight|hourly)"
 _FIVE = f"{_WS}*" + f"{_WS}+".join(_field(v) for v, _, _, _ in _FIELDS) + f"{_WS}*"
 CRON_PATTERN = rf"^({_MACROS}|{_FIVE})$"
 _COMPILED = re.compile(CRON_PATTERN)
@@ -47,8 +48,8 @@ _COMPILED = re.compile(CRON_PATTERN)
 CRON_MESSAGE = (
     "must be a cron expression the CronJob controller accepts: five fields "
     "(minute hour day-of-month month day-of-week) with numbers, names, *, ranges, "
-    "steps and lists, or @yearly, @monthly, @weekly, @daily, @hourly, @every <duration>; "
-    "no seconds field, L, W, #, H, ? or TZ= (use timeZone)"
+    "steps and lists, or @yearly, @monthly, @weekly, @daily, @hourly; "
+    "no @every (write it as five fields), seconds field, L, W, #, H, ? or TZ= (use timeZone)"
 )
 
 

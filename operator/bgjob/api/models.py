@@ -252,7 +252,7 @@ class ScheduleTrigger(ApiModel):
 
     cron: str = Field(
         description='Cron expression as a CronJob takes it: five fields, e.g. "0 3 * * *", '
-        "or @daily, @hourly, @every 2h and the other macros.",
+        "or @daily, @hourly and the other macros (not @every).",
         min_length=1,
         max_length=128,
     )
