@@ -7,8 +7,8 @@ five fields (minute hour day-of-month month day-of-week) or one of the macros
 a subset of that dialect, without ``@every`` (its next time depends on the
 CronJob's history, not on the clock, so neither ``nextRunTime`` nor a wake-up can
 be computed from the spec; five fields say the same thing): numbers within each
-field's bounds, ``*``, ranges, steps, lists, month and weekday names. It rejects what other cron dialects add
-(``L``, ``W``, ``#``, ``H``, ``?``, a seconds or year field) and a ``TZ=`` or
+field's bounds, ``*``, ranges, steps, lists, month and weekday names. It rejects
+what other cron dialects add (``L``, ``W``, ``#``, ``H``, ``?``, a seconds or year field) and a ``TZ=`` or
 ``CRON_TZ=`` prefix (the time zone has its own field). The same expression is a
 CEL rule at admission and ``re.fullmatch`` in Python, so both give one verdict.
 
