@@ -4,13 +4,14 @@ Kubernetes parses ``CronJob.spec.schedule`` with robfig/cron's ``ParseStandard``
 five fields (minute hour day-of-month month day-of-week) or one of the macros
 ``@yearly @annually @monthly @weekly @daily @midnight @hourly`` and
 ``@every <Go duration>``. ``CRON_PATTERN`` is a regular expression that accepts
-a subset of that dialect, without ``@every`` (its next time depends on the
-CronJob's history, not on the clock, so neither ``nextRunTime`` nor a wake-up can
-be computed from the spec; five fields say the same thing): numbers within each
-field's bounds, ``*``, ranges, steps, lists, month and weekday names. It rejects
-what other cron dialects add (``L``, ``W``, ``#``, ``H``, ``?``, a seconds or year field) and a ``TZ=`` or
-``CRON_TZ=`` prefix (the time zone has its own field). The same expression is a
-CEL rule at admission and ``re.fullmatch`` in Python, so both give one verdict.
+a subset of that dialect: numbers within each field's bounds, ``*``, ranges,
+steps, lists, month and weekday names. It rejects what other cron dialects add
+(``L``, ``W``, ``#``, ``H``, ``?``, a seconds or year field), a ``TZ=`` or
+``CRON_TZ=`` prefix (the time zone has its own field), and ``@every``: its next
+time depends on the CronJob's history, not on the clock, so neither
+``nextRunTime`` nor a wake-up could be computed from the spec (five fields say
+the same thing). The same expression is a CEL rule at admission and
+``re.fullmatch`` in Python, so both give one verdict.
 
 A regular expression cannot see that ``0 0 31 2 *`` never fires or that ``5-3``
 is an empty range; ``schedule_problem`` does, for the reconciler to report.
