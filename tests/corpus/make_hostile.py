@@ -439,6 +439,23 @@ spec:
         BASE_TEXT + b"---\n" + BASE_TEXT.replace(b"name: hostile", b"name: hostile-2"),
     )
 
+    # --- numbers as go-yaml v2 (kubectl) reads them, not as YAML 1.1 does ------------------
+    for label, text, expect in [
+        ("exponent", b"1e3", "accept"),
+        ("exponent-upper", b"2E1", "accept"),
+        ("octal-0o", b"0o10", "accept"),
+        ("octal-leading-zero", b"010", "accept"),
+        ("hex", b"0x10", "accept"),
+        ("underscores", b"1_000", "accept"),
+        ("sexagesimal", b"1:30", "reject spec.trigger.once.delaySeconds"),
+        ("fraction", b"1.5", "reject spec.trigger.once.delaySeconds"),
+    ]:
+        add(
+            f"yaml-number-{label}",
+            expect,
+            BASE_TEXT.replace(b"continuous: {}", b"once: {delaySeconds: " + text + b"}"),
+        )
+
     # --- a Secret reference is a name in this namespace, never a path ---------------------
     def secret_ref(name: str, key: str = "url") -> dict[str, Any]:
         url_from = {"urlFrom": {"secretKeyRef": {"name": name, "key": key}}, "list": "jobs"}

@@ -58,13 +58,53 @@ class KubeLoader(yaml.SafeLoader):
     """SafeLoader with go-yaml v2's scalars: y/n are booleans, times stay strings."""
 
 
+# PyYAML reads numbers as YAML 1.1 does (1:30 is 90, 1e3 is a string); go-yaml v2,
+# which kubectl uses, does not: its own rules are in ``_go_number``.
+_PYYAML_ONLY = {"tag:yaml.org,2002:timestamp", "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"}
+GO_NUMBER_TAG = "tag:bgjob.dev,2026:go-number"
 KubeLoader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    first: [(tag, regexp) for tag, regexp in resolvers if tag not in _PYYAML_ONLY]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
 KubeLoader.add_implicit_resolver(
     "tag:yaml.org,2002:bool", re.compile(r"^(?:y|Y|n|N)$"), list("yYnN")
 )
+# Anything that may be a number; ``_go_number`` decides, and keeps the rest as text.
+KubeLoader.add_implicit_resolver(
+    GO_NUMBER_TAG, re.compile(r"^[-+._0-9][-+._0-9a-zA-Z]*$"), list("-+._0123456789")
+)
+
+_GO_INT = re.compile(r"([-+]?)(0[xX][0-9a-fA-F]+|0[oO][0-7]+|0[bB][01]+|0[0-7]*|[1-9][0-9]*)")
+_GO_FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?")
+_GO_SPECIAL = {
+    **dict.fromkeys((".inf", ".Inf", ".INF", "+.inf", "+.Inf", "+.INF"), math.inf),
+    **dict.fromkeys(("-.inf", "-.Inf", "-.INF"), -math.inf),
+    **dict.fromkeys((".nan", ".NaN", ".NAN"), math.nan),
+}
+
+
+def _go_number(text: str) -> int | float | str:
+    """A plain scalar as go-yaml v2 resolves it: strconv.ParseInt(s, 0, 64), then
+    ParseUint, then its float pattern, after dropping every underscore; else text."""
+    if text in _GO_SPECIAL:
+        return _GO_SPECIAL[text]
+    plain = text.replace("_", "")
+    whole = _GO_INT.fullmatch(plain)
+    if whole is not None:
+        sign, digits = whole.groups()
+        base = 8 if len(digits) > 1 and digits[0] == "0" and digits[1].isdigit() else 0
+        value = int(digits, base) * (-1 if sign == "-" else 1)
+        if -(2**63) <= value < 2**63 or (not sign and value < 2**64):
+            return value
+    if _GO_FLOAT.fullmatch(plain):
+        number = float(plain)
+        if math.isfinite(number):  # ParseFloat fails on overflow: then it is text
+            return number
+    return text
+
+
+def _number(loader: yaml.SafeLoader, node: yaml.Node) -> int | float | str:
+    return _go_number(str(loader.construct_scalar(node)))  # type: ignore[arg-type]
 
 
 def _bool(loader: yaml.SafeLoader, node: yaml.Node) -> bool:
@@ -77,6 +117,7 @@ def _text(loader: yaml.SafeLoader, node: yaml.Node) -> str:
 
 KubeLoader.add_constructor("tag:yaml.org,2002:bool", _bool)
 KubeLoader.add_constructor("tag:yaml.org,2002:timestamp", _text)
+KubeLoader.add_constructor(GO_NUMBER_TAG, _number)
 
 
 def _key(key: Any) -> str:
