@@ -37,6 +37,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+# hack/realnode.py sits beside this file, also when a test loads this file by path.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 import realnode
 
 HACK = Path(__file__).resolve().parent

@@ -109,10 +109,12 @@ def free_port() -> int:
         return port
 
 
-def chart_rbac(k: Kubectl) -> str:
+def chart_template(k: Kubectl, *templates: str) -> str:
+    """The chart's templates rendered as the release would be on this cluster."""
     # `helm template` does not ask the cluster its version; the chart's
     # kubeVersion needs the real one.
     server = k.json("version")["serverVersion"]["gitVersion"]
+    shown = [arg for template in templates for arg in ("--show-only", template)]
     result = subprocess.run(
         [
             "helm",
@@ -123,17 +125,19 @@ def chart_rbac(k: Kubectl) -> str:
             SYSTEM_NAMESPACE,
             "--kube-version",
             server,
-            "--show-only",
-            "templates/serviceaccount.yaml",
-            "--show-only",
-            "templates/rbac.yaml",
+            *shown,
         ],
         check=True,
         capture_output=True,
         text=True,
         env=k.env,
+        timeout=60,
     )
     return result.stdout
+
+
+def chart_rbac(k: Kubectl) -> str:
+    return chart_template(k, "templates/serviceaccount.yaml", "templates/rbac.yaml")
 
 
 def serviceaccount_kubeconfig(k: Kubectl, token: str, path: Path) -> None:

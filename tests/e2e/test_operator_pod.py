@@ -101,6 +101,8 @@ def test_the_chart_runs_the_image_on_the_real_node_and_fails_over(
         "logLevel": "debug",
         "nodeSelector": {"kubernetes.io/hostname": REAL_NODE},
         "tolerations": [{"key": REAL_NODE_TAINT, "operator": "Exists", "effect": "NoSchedule"}],
+        # The suite installed the CRD; this release runs the operator only.
+        "crds": {"install": False},
     }
     values_file = REPO / ".cluster" / f"{RELEASE}-values.json"
     values_file.write_text(json.dumps(values))

@@ -3,23 +3,16 @@ built-in edit and view roles they already have (on a real RBAC authorizer)."""
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.support import RELEASE, REPO, SYSTEM_NAMESPACE, Kubectl, eventually
+from tests.e2e.support import Kubectl, chart_template, eventually
 
 
 @pytest.fixture
 def user_roles(kubectl: Kubectl) -> Iterator[str]:
-    rendered = subprocess.run(
-        [
-            "helm", "template", RELEASE, str(REPO / "charts" / "bgjob-operator"),
-            "--namespace", SYSTEM_NAMESPACE, "--show-only", "templates/aggregate-roles.yaml",
-        ],
-        check=True, capture_output=True, text=True, env=kubectl.env, timeout=60,
-    ).stdout  # fmt: skip
+    rendered = chart_template(kubectl, "templates/aggregate-roles.yaml")
     kubectl.run("apply", "-f", "-", stdin=rendered)
     yield rendered
     kubectl.run("delete", "-f", "-", "--ignore-not-found", stdin=rendered, check=False)
