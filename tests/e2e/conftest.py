@@ -30,6 +30,7 @@ from tests.e2e.support import (
     eventually,
     restricted_namespace,
     serviceaccount_kubeconfig,
+    wait_established,
 )
 
 
@@ -52,7 +53,7 @@ def kubectl() -> Kubectl:
         pytest.fail("no cluster: set KUBECONFIG or run through `make test` / hack/test.sh")
     k = Kubectl(kubeconfig, bin_dir())
     k.run("apply", "--server-side", "-f", str(REPO / "crds" / "bgjob.dev_backgroundjobs.yaml"))
-    k.run("wait", "--for=condition=Established", "crd/backgroundjobs.bgjob.dev", "--timeout=60s")
+    wait_established(k, "backgroundjobs.bgjob.dev")
     return k
 
 

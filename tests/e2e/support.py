@@ -109,6 +109,18 @@ def free_port() -> int:
         return port
 
 
+def wait_established(k: Kubectl, crd: str, timeout: float = 60) -> None:
+    """Wait until a CRD is served. Not `kubectl wait`: it fails instead of waiting
+    while a new CRD has no conditions yet (a large one takes a moment)."""
+
+    def established() -> bool:
+        body = k.get("crd", crd, "default") or {}
+        conditions = (body.get("status") or {}).get("conditions") or []
+        return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
+
+    eventually(established, timeout=timeout)
+
+
 def chart_template(k: Kubectl, *templates: str) -> str:
     """The chart's templates rendered as the release would be on this cluster."""
     # `helm template` does not ask the cluster its version; the chart's

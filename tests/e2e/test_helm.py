@@ -34,6 +34,7 @@ from tests.e2e.support import (
     metric,
     restricted_namespace,
     serviceaccount_kubeconfig,
+    wait_established,
 )
 
 CHART = REPO / "charts" / "bgjob-operator"
@@ -104,7 +105,7 @@ def suite_crd(kubectl: Kubectl) -> Iterator[None]:
     """The chart takes the suite's CRD over (and may change it); put crds/ back after."""
     yield
     kubectl.run("replace", "-f", str(CRD_FILE))
-    kubectl.run("wait", "--for=condition=Established", f"crd/{CRD}", "--timeout=60s")
+    wait_established(kubectl, CRD)
 
 
 @pytest.fixture
