@@ -41,7 +41,11 @@ EOF
 [[ ${registry:--} == - ]] && registry="" bridge_ip=""
 
 kubectl apply --server-side -f crds/bgjob.dev_backgroundjobs.yaml >/dev/null
-kubectl wait --for=condition=Established --timeout=60s crd/backgroundjobs.bgjob.dev >/dev/null
+# (a CRD just created may have no conditions yet: kubectl wait errors then)
+for _ in $(seq 60); do
+  kubectl wait --for=condition=Established --timeout=60s crd/backgroundjobs.bgjob.dev >/dev/null 2>&1 && break
+  sleep 0.5
+done
 
 .venv/bin/bgjob-operator run --health-address 127.0.0.1:0 --metrics-address 127.0.0.1:0 \
   >"$logs/operator.log" 2>&1 &
@@ -115,8 +119,24 @@ show() {
     echo
     echo "redis: thumbnails waiting $("${rcli[@]}" llen thumbnails)," \
       "started $(grep -c ' start ' <<<"$journal"), finished $(grep -c ' finish ' <<<"$journal")," \
-      "workers exited 0: $(grep -c ' exit 0$' <<<"$journal") (redis-cli -p $port -a PASSWORD lrange thumbnails-journal 0 -1)"
+      "workers exited 0: $(grep -c ' exit 0$' <<<"$journal")"
   fi
+}
+
+# What each thumbnailer worker did, from the journal it keeps in Redis (its
+# pod, and so its log, may be gone by now).
+workers() {
+  [[ -n $rcli ]] || return 0
+  echo
+  echo "thumbnailer workers (their journal in Redis):"
+  "${rcli[@]}" lrange thumbnails-journal 0 -1 | awk '
+    !($2 in seen) { seen[$2] = 1; order[++n] = $2 }
+    $3 == "finish" { done[$2] = done[$2] " " $4 }
+    $3 == "sigterm" && $4 ~ /^at=/ { term[$2] = $5 }
+    $3 == "exit" { code[$2] = $4 }
+    END { for (i = 1; i <= n; i++) { p = order[i]
+      printf "  %s  finished:%s  SIGTERM %s, exit %s\n", p, (done[p] ? done[p] : " none"),
+        (p in term ? term[p] : "not yet"), (p in code ? code[p] : "-") } }'
 }
 
 tty=""; [[ -t 1 ]] && tty=1
@@ -134,9 +154,9 @@ while :; do
   if [[ -n $seconds ]]; then
     ((seconds > 0 && SECONDS - start >= seconds)) && break
   elif told; then
-    echo "--- after $((SECONDS - start)) s: all four examples did what they say"; show; break
+    echo "--- after $((SECONDS - start)) s: all four examples did what they say"; show; workers; break
   elif ((SECONDS - start >= 300)); then
-    echo "--- not done after 300 s"; show; exit 1
+    echo "--- not done after 300 s"; show; workers; exit 1
   fi
   sleep 2
 done

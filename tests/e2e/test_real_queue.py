@@ -107,18 +107,24 @@ def test_workers_drain_the_queue_and_scale_to_zero_finishing_every_message(
     # Scaled up for the backlog, the workers running on the real node.
     eventually(lambda: (_replicas(kubectl, ns, "drain") or 0) >= 3, timeout=30, interval=0.2)
     seen_pods: set[str] = set()
+    restarts: dict[str, int] = {}
 
-    def some_started() -> bool:
+    def look() -> None:
         for pod in _pods(kubectl, ns, "drain"):
             assert pod["spec"].get("nodeName") in (None, REAL_NODE)
-            seen_pods.add(pod["metadata"]["name"])
+            name = pod["metadata"]["name"]
+            seen_pods.add(name)
+            for cs in pod["status"].get("containerStatuses") or []:
+                restarts[name] = max(restarts.get(name, 0), cs.get("restartCount", 0))
+
+    def some_started() -> bool:
+        look()
         return any(e.what == "start" for e in _journal(broker, journal))
 
     eventually(some_started, timeout=120, interval=0.5)
 
     def drained() -> bool:
-        for pod in _pods(kubectl, ns, "drain"):
-            seen_pods.add(pod["metadata"]["name"])
+        look()
         finished = [e for e in _journal(broker, journal) if e.what == "finish"]
         return broker.llen(queue) == 0 and len(finished) == len(MESSAGES)
 
@@ -157,6 +163,8 @@ def test_workers_drain_the_queue_and_scale_to_zero_finishing_every_message(
     terminated = {e.pod for e in events if e.what == "sigterm"}
     assert ready and ready == exited == terminated, (ready, exited, terminated)
     assert ready <= seen_pods, "workers the API server never listed on the real node"
+    # None crashed (e.g. lost its connection to Redis) and was restarted.
+    assert not any(restarts.values()), restarts
     assert len(ready) >= 3
 
     # The scale-downs came while workers held a message (what this test is
