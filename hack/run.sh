@@ -54,7 +54,7 @@ redis=""
 stop() {
   kill -TERM "$operator" 2>/dev/null && wait "$operator" 2>/dev/null || true
   [[ -n $redis ]] && { kill -TERM "$redis" 2>/dev/null && wait "$redis" 2>/dev/null || true; }
-  echo "operator and redis stopped; logs in $logs; the cluster is still up (make cluster-down)"
+  echo "operator and redis stopped; logs in ${logs#"$REPO"/}; the cluster is still up (make cluster-down)"
 }
 trap stop EXIT
 trap 'exit 0' INT TERM
