@@ -143,16 +143,22 @@ build_queue_worker() {
   local start=$SECONDS t; t="$(mktemp -d)"
   local app="$t/root/opt/queue-worker"
   mkdir -p "$app/lib"
-  local pip=(python3 -m pip)
-  [[ -x $REPO/.venv/bin/pip ]] && pip=("$REPO/.venv/bin/pip")
-  # Pure-Python wheels for the image's Python (Debian's 3.11), hashes checked.
-  "${pip[@]}" download --quiet --disable-pip-version-check --timeout 30 --retries 2 \
-    --require-hashes --no-deps --only-binary=:all: --implementation py \
-    --python-version 3.11 --platform any \
-    -r "$QUEUE_WORKER_SRC/requirements.txt" -d "$t/wheels" >&2 \
-    || die "pip download of the queue worker's wheels failed"
+  # Pure-Python wheels for the image's Python (Debian's 3.11), hashes checked;
+  # kept by the requirements' hash, so a change to the worker needs no network.
+  local wheels
+  wheels="$CACHE/wheels-$(sha256sum <"$QUEUE_WORKER_SRC/requirements.txt" | cut -c1-12)"
+  if [[ ! -d $wheels ]]; then
+    local pip=(python3 -m pip)
+    [[ -x $REPO/.venv/bin/pip ]] && pip=("$REPO/.venv/bin/pip")
+    "${pip[@]}" download --quiet --disable-pip-version-check --timeout 30 --retries 2 \
+      --require-hashes --no-deps --only-binary=:all: --implementation py \
+      --python-version 3.11 --platform any \
+      -r "$QUEUE_WORKER_SRC/requirements.txt" -d "$wheels.tmp.$$" >&2 \
+      || die "pip download of the queue worker's wheels failed"
+    mv "$wheels.tmp.$$" "$wheels"
+  fi
   local w
-  for w in "$t"/wheels/*.whl; do unzip -q -o "$w" -d "$app/lib"; done
+  for w in "$wheels"/*.whl; do unzip -q -o "$w" -d "$app/lib"; done
   install -m 0644 "$QUEUE_WORKER_SRC/worker.py" "$app/worker.py"
   tar --numeric-owner --owner=0 --group=0 --sort=name --mtime=@0 -C "$t/root" -cf "$t/layer.tar" .
   local tmp="$out.tmp.$$"
