@@ -14,10 +14,18 @@
 #   busybox:1  Debian's busybox-static with every applet linked: test workloads
 #   python:3   Debian's python3 (+ venv, pip) from mmdebstrap: the Dockerfile's
 #              PYTHON_IMAGE, and the base of Python test workers
+#   queue-worker:1
+#              python:3 plus one layer: images/queue-worker/worker.py (takes
+#              messages from a Redis list, finishes the one in hand on SIGTERM)
+#              and the pure-Python wheels pinned with hashes in
+#              images/queue-worker/requirements.txt (pip download, from pip's
+#              cache when warm); the thumbnailer of `make run`, and the e2e
+#              queue tests' worker
 #
 # Each is cached in ${BGJOB_CACHE:-~/.cache/bgjob-operator}/images/<name>-<key>,
-# where <key> hashes its inputs (this script, versions.env, the package list),
-# so a change rebuilds it and anything else is reused.
+# where <key> hashes its inputs (its own recipe below, versions.env, the
+# package list, its files, its base image's key), so a change rebuilds it and
+# anything else is reused.
 set -euo pipefail
 
 HACK="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -35,9 +43,11 @@ done
 PYTHON_PACKAGES="python3,python3-venv,python3-pip,python-is-python3,ca-certificates,procps"
 
 key() { # name extra-inputs... -> cache dir for that image
+  # Keyed by the image's own recipe (build_<name>) and the helper, not the
+  # whole script: a new image does not rebuild the others.
   local name="$1"; shift
   local h
-  h="$( { sed -n '/^# --- image recipes/,/^# --- commands/p' "$0"; grep -E '^(KUBE_VERSION|DEBIAN_SUITE)=' "$HACK/versions.env"; echo "$name $*"; } | sha256sum | cut -c1-12)"
+  h="$( { declare -f oci_from_tree "build_${name//-/_}"; grep -E '^(KUBE_VERSION|DEBIAN_SUITE)=' "$HACK/versions.env"; echo "$name $*"; } | sha256sum | cut -c1-12)"
   echo "$CACHE/$name-$h"
 }
 
@@ -57,7 +67,7 @@ oci_from_tree() { # out tree config-args...
   mv "$tmp" "$out"
 }
 
-# --- image recipes (changing anything below rebuilds the images) --------------
+# --- image recipes (a change to build_<name> rebuilds that image) -------------
 
 build_pause() {
   local out; out="$(key pause)"
@@ -119,12 +129,58 @@ build_python() {
   log "built python ($out) in $((SECONDS - start)) s"
 }
 
+QUEUE_WORKER_SRC="$REPO/images/queue-worker"
+queue_worker_dir() { # its inputs: the base image's key and every file of its own
+  key queue-worker "$(basename "$(key python "$PYTHON_PACKAGES")")" \
+    "$(cd "$QUEUE_WORKER_SRC" && sha256sum -- * | sha256sum | cut -c1-12)"
+}
+
+build_queue_worker() {
+  local out; out="$(queue_worker_dir)"
+  [[ -f $out/index.json ]] && return 0
+  build_python
+  local base; base="$(key python "$PYTHON_PACKAGES")"
+  local start=$SECONDS t; t="$(mktemp -d)"
+  local app="$t/root/opt/queue-worker"
+  mkdir -p "$app/lib"
+  # Pure-Python wheels for the image's Python (Debian's 3.11), hashes checked;
+  # kept by the requirements' hash, so a change to the worker needs no network.
+  local wheels
+  wheels="$CACHE/wheels-$(sha256sum <"$QUEUE_WORKER_SRC/requirements.txt" | cut -c1-12)"
+  if [[ ! -d $wheels ]]; then
+    local pip=(python3 -m pip)
+    [[ -x $REPO/.venv/bin/pip ]] && pip=("$REPO/.venv/bin/pip")
+    "${pip[@]}" download --quiet --disable-pip-version-check --timeout 30 --retries 2 \
+      --require-hashes --no-deps --only-binary=:all: --implementation py \
+      --python-version 3.11 --platform any \
+      -r "$QUEUE_WORKER_SRC/requirements.txt" -d "$wheels.tmp.$$" >&2 \
+      || die "pip download of the queue worker's wheels failed"
+    mv "$wheels.tmp.$$" "$wheels"
+  fi
+  local w
+  for w in "$wheels"/*.whl; do unzip -q -o "$w" -d "$app/lib"; done
+  install -m 0644 "$QUEUE_WORKER_SRC/worker.py" "$app/worker.py"
+  tar --numeric-owner --owner=0 --group=0 --sort=name --mtime=@0 -C "$t/root" -cf "$t/layer.tar" .
+  local tmp="$out.tmp.$$"
+  rm -rf "$tmp"
+  cp -a "$base" "$tmp"
+  umoci raw add-layer --image "$tmp:1" "$t/layer.tar"
+  umoci config --image "$tmp:1" --created "1970-01-01T00:00:00Z" --clear=config.cmd \
+    --config.entrypoint python3 --config.entrypoint /opt/queue-worker/worker.py \
+    --config.env PYTHONPATH=/opt/queue-worker/lib --config.env PYTHONUNBUFFERED=1 \
+    --config.env PYTHONDONTWRITEBYTECODE=1 --config.user 65532:65532
+  umoci gc --layout "$tmp"
+  rm -rf "$out"; mv "$tmp" "$out"
+  rm -rf "$t"
+  log "built queue-worker ($out) in $((SECONDS - start)) s"
+}
+
 # --- commands -----------------------------------------------------------------
 
 build_all() {
   build_pause
   build_busybox
-  if [[ ${BGJOB_PYTHON_IMAGE:-1} != 0 ]]; then build_python; fi
+  if [[ ${BGJOB_PYTHON_IMAGE:-1} != 0 ]]; then build_python; build_queue_worker; fi
 }
 
 push() { # registry name dir
@@ -145,7 +201,10 @@ case "$cmd" in
     build_all
     push "$reg" pause:1 "$(key pause)"
     push "$reg" busybox:1 "$(key busybox "$(dpkg-query -W -f '${Version}' busybox-static)")"
-    if [[ ${BGJOB_PYTHON_IMAGE:-1} != 0 ]]; then push "$reg" python:3 "$(key python "$PYTHON_PACKAGES")"; fi
+    if [[ ${BGJOB_PYTHON_IMAGE:-1} != 0 ]]; then
+      push "$reg" python:3 "$(key python "$PYTHON_PACKAGES")"
+      push "$reg" queue-worker:1 "$(queue_worker_dir)"
+    fi
     log "images in $reg ($((SECONDS - start)) s)"
     ;;
   operator)

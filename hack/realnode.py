@@ -340,6 +340,12 @@ def _make_bridge(ctx: Ctx, subnet: str) -> None:
     # run without isGateway (which would set net.ipv4.ip_forward=1).
     if run("ip", "link", "show", ctx.bridge, check=False).returncode != 0:
         run("ip", "link", "add", "name", ctx.bridge, "type", "bridge")
+    # A fixed MAC: otherwise the bridge takes the lowest MAC of its ports and
+    # changes it when that pod goes away, and every other pod keeps sending to
+    # the old one (its ARP entry for the host) for half a minute: the host and
+    # the API server unreachable. Locally administered, derived from the node id.
+    mac = "02:62:67:" + ":".join(ctx.node_id[i : i + 2] for i in (0, 2, 4))
+    run("ip", "link", "set", "dev", ctx.bridge, "address", mac)
     run("ip", "addr", "replace", f"{subnet}.1/24", "dev", ctx.bridge)
     run("ip", "link", "set", ctx.bridge, "up")
 

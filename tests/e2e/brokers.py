@@ -9,6 +9,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 RABBITMQ_BIN = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
@@ -46,18 +47,28 @@ def stop(process: subprocess.Popen[bytes] | None, timeout: float = 20) -> None:
 
 
 class RedisServer:
-    """redis-server on 127.0.0.1, no persistence; with ``password``, clients must AUTH."""
+    """redis-server on 127.0.0.1, no persistence; with ``password``, clients must AUTH.
 
-    def __init__(self, port: int | None = None, password: str | None = None) -> None:
+    ``also_on``: more local addresses to listen on, e.g. the real node's bridge
+    address, so that pods there reach it too (and nothing beyond)."""
+
+    def __init__(
+        self, port: int | None = None, password: str | None = None, also_on: Sequence[str] = ()
+    ) -> None:
         self.port = port or free_port()
         self.password = password
+        self.also_on = tuple(also_on)
         self.dir = Path(tempfile.mkdtemp(prefix="bgjob-redis-"))
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
+        return self.url_at("127.0.0.1")
+
+    def url_at(self, host: str) -> str:
+        """The URL through one of the addresses it listens on."""
         auth = f":{self.password}@" if self.password else ""
-        return f"redis://{auth}127.0.0.1:{self.port}/0"
+        return f"redis://{auth}{host}:{self.port}/0"
 
     def start(self) -> None:
         binary = shutil.which("redis-server")
@@ -68,7 +79,7 @@ class RedisServer:
             [
                 binary,
                 "--port", str(self.port),
-                "--bind", "127.0.0.1",
+                "--bind", "127.0.0.1", *self.also_on,
                 "--save", "",
                 "--appendonly", "no",
                 "--dir", str(self.dir),

@@ -133,3 +133,13 @@ def real_node(kubectl: Kubectl) -> RealNode:
     node = RealNode(kubectl.kubeconfig)
     kubectl.wait("node/localhost", "condition=Ready", "default", timeout=60)
     return node
+
+
+@pytest.fixture(scope="session")
+def bridge_redis_server(real_node: RealNode) -> Iterator[RedisServer]:
+    """A real redis-server, with a password, that pods on the real node reach:
+    on 127.0.0.1 and the node's bridge address only."""
+    server = RedisServer(password=secrets.token_hex(12), also_on=[real_node.bridge_address])
+    server.start()
+    yield server
+    server.cleanup()

@@ -324,6 +324,9 @@ class RealNode:
             ) from e
         self.registry: str = info["registry"]
         self.kubelet_root = state_file.parent / "realnode" / "kubelet" / "root"
+        # The host's address on the node's bridge (x.y.z.1 of its /24): what
+        # pods reach the host at; nothing else of the host is reachable to them.
+        self.bridge_address: str = info["subnet"].rsplit(".", 1)[0] + ".1"
 
     def image(self, name: str) -> str:
         """An image the test bed pushed to the node's registry (hack/images.sh)."""
