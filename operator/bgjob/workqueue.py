@@ -8,6 +8,9 @@ with backoff) without a timer per object.
 Fair: ready keys wait per namespace, and workers take namespaces in turn (round
 robin), so one namespace with thousands of changing objects delays another's
 next reconcile by at most one reconcile per busy namespace, not by its backlog.
+
+Measured as controller-runtime measures its queues (bgjob.metrics.QueueMetrics):
+adds, depth, time waiting, time handled, retries and the work in progress.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, Generic, TypeVar
+
+from bgjob import metrics
 
 Key = TypeVar("Key", bound=Hashable)
 
@@ -37,8 +42,10 @@ class WorkQueue(Generic[Key]):
         base_delay: float = 0.5,
         max_delay: float = 300.0,
         shard: Callable[[Key], Hashable] = namespace_of,
+        name: str = "backgroundjob",
     ) -> None:
         self._shard = shard
+        self.metrics = metrics.QueueMetrics(name)
         self._ready: dict[Hashable, deque[Key]] = {}  # ready keys, per shard, FIFO
         self._turns: deque[Hashable] = deque()  # shards with ready keys, in turn order
         self._available = asyncio.Semaphore(0)  # one per ready key
@@ -55,17 +62,23 @@ class WorkQueue(Generic[Key]):
 
     def add(self, key: Key) -> None:
         """Reconcile ``key`` as soon as a worker is free."""
+        if key in self._queued or key in self._again:
+            return  # already pending: coalesced, and not counted (as client-go counts)
+        self.metrics.added(key)
         if key in self._running:
             self._again.add(key)
-        elif key not in self._queued:
-            self._queued.add(key)
-            shard = self._shard(key)
-            waiting = self._ready.get(shard)
-            if waiting is None:
-                waiting = self._ready[shard] = deque()
-                self._turns.append(shard)
-            waiting.append(key)
-            self._available.release()
+        else:
+            self._push(key)
+
+    def _push(self, key: Key) -> None:
+        self._queued.add(key)
+        shard = self._shard(key)
+        waiting = self._ready.get(shard)
+        if waiting is None:
+            waiting = self._ready[shard] = deque()
+            self._turns.append(shard)
+        waiting.append(key)
+        self._available.release()
 
     def add_after(self, key: Key, delay: float) -> None:
         """Reconcile ``key`` after ``delay`` seconds."""
@@ -87,6 +100,7 @@ class WorkQueue(Generic[Key]):
         """
         failures = self._failures.get(key, 0)
         self._failures[key] = failures + 1
+        self.metrics.retried()
         # The exponent is capped: 2.0**1024 overflows, and the delay is capped anyway.
         delay = min(self.base_delay * 2.0 ** min(failures, 30), self.max_delay)
         if at_least is not None:
@@ -137,10 +151,12 @@ class WorkQueue(Generic[Key]):
             key = self._take()
             self._queued.discard(key)
             self._running.add(key)
+            self.metrics.taken(key)
             try:
                 await handle(key)
             finally:
                 self._running.discard(key)
+                self.metrics.done(key)
                 if key in self._again:
                     self._again.discard(key)
-                    self.add(key)
+                    self._push(key)  # counted when it was added

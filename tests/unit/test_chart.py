@@ -346,6 +346,15 @@ def test_values_reach_the_operator_arguments() -> None:
     assert container["image"] == "ghcr.io/bgjob-dev/bgjob-operator:1.2.3"
 
 
+@pytest.mark.parametrize(
+    ("values", "arg"),
+    [([], "--resync-seconds=600"), (["--set", "resyncSeconds=60"], "--resync-seconds=60")],
+)
+def test_the_resync_period_reaches_the_operator(values: list[str], arg: str) -> None:
+    (container,) = deployment(objects(*values))["spec"]["template"]["spec"]["containers"]
+    assert arg in container["args"]
+
+
 def test_the_service_monitor_scrapes_the_metrics_service() -> None:
     docs = objects(*CASES["service-monitor"])
     (monitor,) = only(docs, "ServiceMonitor")
@@ -467,6 +476,7 @@ def test_chart_metadata_for_artifact_hub() -> None:
         (["--set", "serviceMonitor.enable=true"], "additional properties 'enable' not allowed"),
         (["--set", "logLevel=verbose"], "/logLevel"),
         (["--set", "workers=0"], "/workers"),
+        (["--set", "resyncSeconds=0"], "/resyncSeconds"),
         (["--set", "watchNamespaces=team-a"], "/watchNamespaces"),
         (["--set", "logFormat=xml"], "/logFormat"),
         (["--set", "image.digest=latest"], "/image/digest"),

@@ -13,6 +13,8 @@ from collections.abc import Hashable, Iterator
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 from bgjob.api.models import BackgroundJob, parse
 from bgjob.kube import ApiError
@@ -131,7 +133,9 @@ def test_locks_are_per_url() -> None:
 # --- the scaler -------------------------------------------------------------------------
 
 
-def _bgj(name: str, url: str | None = None, secret: str | None = None) -> BackgroundJob:
+def _bgj(
+    name: str, url: str | None = None, secret: str | None = None, namespace: str = "ns"
+) -> BackgroundJob:
     redis: dict[str, Any] = {"list": "jobs"}
     if url is not None:
         redis["url"] = url
@@ -139,7 +143,7 @@ def _bgj(name: str, url: str | None = None, secret: str | None = None) -> Backgr
         redis["urlFrom"] = {"secretKeyRef": {"name": secret, "key": "url"}}
     return parse(
         {
-            "metadata": {"name": name, "namespace": "ns", "uid": name, "generation": 1},
+            "metadata": {"name": name, "namespace": namespace, "uid": name, "generation": 1},
             "spec": {
                 "image": "w",
                 "concurrency": 10,
@@ -162,6 +166,8 @@ class FakeProbe:
         if "hole" in queue.url:
             time.sleep(3)
             raise ProbeError("timed out")
+        if "down" in queue.url:
+            raise ProbeError("connection refused")
         return self.backlogs.get(queue.url, 0)
 
     def retain(self, url: str, user: Hashable) -> None:
@@ -279,6 +285,98 @@ def test_a_url_in_a_secret_with_query_options_is_degraded_naming_the_field(
     assert "socket_timeout" in view.problem.message
     assert "s3cret" not in view.problem.message
     assert probe.calls == [], "a refused URL is never dialled"
+
+
+# --- the per-BackgroundJob probe error counter, as /metrics shows it --------------------
+
+
+def probe_errors(namespace: str) -> dict[tuple[str, str], float]:
+    """bgjob_queue_probe_errors_total of one namespace on /metrics: (name, backend) -> value."""
+    page = generate_latest(REGISTRY).decode()
+    return {
+        (s.labels["name"], s.labels["backend"]): s.value
+        for family in text_string_to_metric_families(page)
+        for s in family.samples
+        if s.name == "bgjob_queue_probe_errors_total" and s.labels["namespace"] == namespace
+    }
+
+
+def test_each_backgroundjob_on_a_failing_queue_counts_its_failed_rounds(
+    scaler: tuple[Scaler, FakeProbe, FakeKube, list[Any]],
+) -> None:
+    s, probe, _, _ = scaler
+    for name in ("a", "b", "c"):  # three BackgroundJobs on one queue that refuses
+        s.track(_bgj(name, url="redis://down:6379/0", namespace="errors-shared"), 0)
+    s.track(_bgj("fine", url="redis://good:6379/0", namespace="errors-shared"), 0)
+
+    async def scenario() -> float:
+        started = time.monotonic()
+        task = asyncio.create_task(s.run())
+        await asyncio.sleep(2.6)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return time.monotonic() - started
+
+    elapsed = asyncio.run(scenario())
+    counts = probe_errors("errors-shared")
+    rounds = {counts.get((name, "redis"), 0.0) for name in ("a", "b", "c")}
+    # The same failed reads, once per BackgroundJob and round (one round a second here).
+    (per_job,) = rounds
+    assert 2 <= per_job <= elapsed + 1
+    assert ("fine", "redis") not in counts, "a healthy broker counts no errors"
+    # The three share each read: the broker saw no more calls than one reader's rounds.
+    assert 1 <= probe.calls.count("redis://down:6379/0") <= per_job
+    view = s.view(("errors-shared", "a"))
+    assert view is not None and view.problem is not None
+    assert view.problem.reason == "QueueUnreachable"
+
+
+def test_the_probe_error_series_leave_with_their_backgroundjob(
+    scaler: tuple[Scaler, FakeProbe, FakeKube, list[Any]],
+) -> None:
+    s, _, _, _ = scaler
+    names = [f"gone-{i}" for i in range(50)]
+    for name in names:
+        s.track(_bgj(name, url=f"redis://down-{name}:6379/0", namespace="errors-gone"), 0)
+
+    async def one_round() -> None:
+        task = asyncio.create_task(s.run())
+        await asyncio.sleep(0.5)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(one_round())
+    assert set(probe_errors("errors-gone")) == {(name, "redis") for name in names}
+    target = s._targets[("errors-gone", "gone-0")]
+    for name in names:
+        s.untrack(("errors-gone", name))
+    assert probe_errors("errors-gone") == {}, "untracked BackgroundJobs keep no series"
+    # A poll that lands after its BackgroundJob was untracked counts nothing.
+    s._update(target, None, None, probe_failed=True)
+    assert probe_errors("errors-gone") == {}
+
+
+def test_a_backgroundjob_that_changes_broker_keeps_one_series(
+    scaler: tuple[Scaler, FakeProbe, FakeKube, list[Any]],
+) -> None:
+    s, _, _, _ = scaler
+    key = ("errors-moved", "mover")
+    s.track(_bgj("mover", url="redis://down:6379/0", namespace=key[0]), 0)
+    target = s._targets[key]
+    s._update(target, None, None, probe_failed=True)
+    assert probe_errors(key[0]) == {("mover", "redis"): 1}
+    moved = parse(
+        {
+            "metadata": {"name": "mover", "namespace": key[0], "uid": "mover", "generation": 2},
+            "spec": {
+                "image": "w",
+                "trigger": {"queue": {"rabbitmq": {"url": "amqp://down:5672/", "queue": "q"}}},
+            },
+        }
+    )
+    s.track(moved, 0)
+    s._update(target, None, None, probe_failed=True)
+    assert probe_errors(key[0]) == {("mover", "rabbitmq"): 1}
 
 
 # --- the management API ----------------------------------------------------------------

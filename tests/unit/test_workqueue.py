@@ -7,6 +7,8 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
+from prometheus_client import REGISTRY, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 from bgjob.workqueue import WorkQueue
 
@@ -270,3 +272,165 @@ def test_a_retry_waits_at_least_what_the_server_asked(asked: float | None, expec
     queue: WorkQueue[Key] = WorkQueue(base_delay=0.5, max_delay=300.0)
     assert queue.retry(KEY, at_least=asked) == expected
     assert queue.failures(KEY) == 1
+
+
+# --- metrics, as a scraper reads them on /metrics ----------------------------------------
+
+Series = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def scrape() -> Series:
+    """The operator's /metrics page (the process registry), parsed as Prometheus parses it."""
+    page = generate_latest(REGISTRY).decode()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(page)
+        for s in family.samples
+    }
+
+
+def of(page: Series, metric: str, name: str, **labels: str) -> float:
+    """One series of the queue called ``name``; a missing series fails the test."""
+    return page[(metric, tuple(sorted({"name": name, **labels}.items())))]
+
+
+@pytest.fixture
+def qname(request: pytest.FixtureRequest) -> str:
+    """A queue name of its own per test: the registry is the process's, shared."""
+    return f"test-{request.node.name}"
+
+
+def test_adds_and_depth_count_as_client_go_counts(qname: str) -> None:
+    async def scenario() -> tuple[Series, Series, Series]:
+        queue: WorkQueue[Key] = WorkQueue(name=qname)
+        gate = asyncio.Event()
+        calls = 0
+
+        async def handle(key: Key) -> None:
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                await gate.wait()
+
+        for _ in range(5):
+            queue.add(KEY)  # one add: the other four find it pending
+        queue.add(OTHER)
+        waiting = scrape()
+        async with running(queue, handle, workers=1):
+            await settle()
+            for _ in range(3):
+                queue.add(KEY)  # while KEY runs: one add, pending until its run ends
+            running_again = scrape()
+            gate.set()
+            await settle()
+        return waiting, running_again, scrape()
+
+    waiting, during, after = asyncio.run(scenario())
+    assert of(waiting, "workqueue_adds_total", qname) == 2
+    assert of(waiting, "workqueue_depth", qname) == 2
+    # KEY is running and added again (counted once), OTHER still waits for the one worker.
+    assert of(during, "workqueue_adds_total", qname) == 3
+    assert of(during, "workqueue_depth", qname) == 2
+    # Its second run is not a new add; everything was taken.
+    assert of(after, "workqueue_adds_total", qname) == 3
+    assert of(after, "workqueue_depth", qname) == 0
+    assert of(after, "workqueue_queue_duration_seconds_count", qname) == 3
+    assert of(after, "workqueue_work_duration_seconds_count", qname) == 3
+
+
+def test_queue_duration_is_the_wait_and_work_duration_the_handling(qname: str) -> None:
+    async def scenario() -> Series:
+        queue: WorkQueue[Key] = WorkQueue(name=qname)
+
+        async def handle(key: Key) -> None:
+            await asyncio.sleep(0.02)
+
+        queue.add(KEY)
+        await asyncio.sleep(0.3)  # no worker yet: it waits
+        async with running(queue, handle, workers=1):
+            await settle(0.2)
+        return scrape()
+
+    page = asyncio.run(scenario())
+    waited = of(page, "workqueue_queue_duration_seconds_sum", qname)
+    worked = of(page, "workqueue_work_duration_seconds_sum", qname)
+    assert 0.3 <= waited < 1.0
+    assert 0.02 <= worked < 0.3
+    # In controller-runtime's buckets: the wait is above 0.1 s, within 1 s.
+    assert of(page, "workqueue_queue_duration_seconds_bucket", qname, le="0.1") == 0
+    assert of(page, "workqueue_queue_duration_seconds_bucket", qname, le="1.0") == 1
+    assert of(page, "workqueue_work_duration_seconds_bucket", qname, le="0.01") == 0
+    assert of(page, "workqueue_work_duration_seconds_bucket", qname, le="1.0") == 1
+
+
+def test_the_buckets_are_controller_runtimes(qname: str) -> None:
+    WorkQueue[Key](name=qname).add(KEY)  # the series exist once the queue does
+    bounds = sorted(
+        float(dict(labels)["le"])
+        for (metric, labels) in scrape()
+        if metric == "workqueue_queue_duration_seconds_bucket" and ("name", qname) in labels
+    )
+    # prometheus.ExponentialBuckets(10e-9, 10, 12), then +Inf.
+    assert bounds == [10e-9 * 10**i for i in range(12)] + [float("inf")]
+
+
+def test_a_retry_counts_and_its_add_counts_when_it_falls_due(qname: str) -> None:
+    async def scenario() -> tuple[Series, Series]:
+        queue: WorkQueue[Key] = WorkQueue(base_delay=0.1, name=qname)
+        seen: list[Key] = []
+
+        async def handle(key: Key) -> None:
+            seen.append(key)
+
+        async with running(queue, handle, workers=1):
+            queue.retry(KEY)
+            queue.retry(OTHER)
+            backing_off = scrape()
+            await settle(0.4)
+        assert sorted(seen) == sorted([KEY, OTHER])
+        return backing_off, scrape()
+
+    backing_off, after = asyncio.run(scenario())
+    assert of(backing_off, "workqueue_retries_total", qname) == 2
+    assert of(backing_off, "workqueue_adds_total", qname) == 0
+    assert of(backing_off, "workqueue_depth", qname) == 0  # not ready yet: not in the queue
+    assert of(after, "workqueue_adds_total", qname) == 2
+    assert of(after, "workqueue_retries_total", qname) == 2
+
+
+def test_work_in_progress_is_measured_at_scrape_time(qname: str) -> None:
+    async def scenario() -> tuple[Series, Series, Series]:
+        queue: WorkQueue[Key] = WorkQueue(name=qname)
+        gate = asyncio.Event()
+
+        async def handle(key: Key) -> None:
+            await gate.wait()  # a stuck reconcile
+
+        idle = scrape()
+        queue.add(KEY)
+        async with running(queue, handle, workers=2):
+            await settle(0.1)
+            queue.add(OTHER)
+            await settle(0.3)
+            stuck = scrape()
+            gate.set()
+            await settle()
+            return idle, stuck, scrape()
+
+    idle, stuck, after = asyncio.run(scenario())
+    assert of(idle, "workqueue_unfinished_work_seconds", qname) == 0
+    assert of(idle, "workqueue_longest_running_processor_seconds", qname) == 0
+    longest = of(stuck, "workqueue_longest_running_processor_seconds", qname)
+    unfinished = of(stuck, "workqueue_unfinished_work_seconds", qname)
+    assert 0.4 <= longest < 1.5  # KEY, since it was taken
+    assert longest + 0.3 <= unfinished < 2 * longest  # KEY's time plus OTHER's
+    assert of(after, "workqueue_unfinished_work_seconds", qname) == 0
+    assert of(after, "workqueue_longest_running_processor_seconds", qname) == 0
+    assert of(after, "workqueue_work_duration_seconds_count", qname) == 2
+
+
+def test_the_operators_queue_is_named_backgroundjob() -> None:
+    queue: WorkQueue[Key] = WorkQueue()
+    before = scrape().get(("workqueue_adds_total", (("name", "backgroundjob"),)), 0.0)
+    queue.add(("shop", "metrics-name-check"))
+    assert of(scrape(), "workqueue_adds_total", "backgroundjob") == before + 1

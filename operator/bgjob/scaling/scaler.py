@@ -207,6 +207,8 @@ class Scaler:
                 heapq.heappush(self._due, (target.next_poll, key))
             elif target.source != source:
                 target.backlog, target.problem = None, None
+                # A BackgroundJob that changed brokers keeps no series for the old kind.
+                metrics.forget_probe_errors(*key, keep=source.backend)
             target.source, target.limits = source, limits
             target.interval = float(queue.polling_interval_seconds)
             target.version = version
@@ -218,6 +220,8 @@ class Scaler:
             target = self._targets.pop(key, None)
             if target is not None:
                 self._forget(target)
+            # Under the lock: a poll landing later finds it untracked and counts nothing.
+            metrics.forget_probe_errors(*key)
 
     def _forget(self, target: Target) -> None:
         """Let go of what a target held (with the lock held)."""
@@ -298,7 +302,7 @@ class Scaler:
                 log.debug("probe failed bgjob=%s/%s %s", *target.key, outcome.detail)
                 self._refresh_secret_soon(target)
                 problem = Problem(outcome.reason, outcome.public, stalled=outcome.stalled)
-                self._update(target, None, problem)
+                self._update(target, None, problem, probe_failed=True)
             else:
                 self._update(target, outcome, None)
         except Exception:  # One bad poll must not stop scaling for anyone.
@@ -471,11 +475,19 @@ class Scaler:
 
     # --- the decision ---------------------------------------------------------------------
 
-    def _update(self, target: Target, backlog: int | None, problem: Problem | None) -> None:
+    def _update(
+        self,
+        target: Target,
+        backlog: int | None,
+        problem: Problem | None,
+        probe_failed: bool = False,
+    ) -> None:
         now = self.clock()
         with self._lock:
             if self._targets.get(target.key) is not target:
                 return  # untracked while its poll ran
+            if probe_failed:  # once per target and round, however many share the queue
+                metrics.probe_failed(*target.key, target.source.backend)
             current = target.replicas if target.replicas is not None else target.limits.min_replicas
             replicas = desired_replicas(backlog, current, target.limits, target.history, now)
             changed = replicas != target.replicas or problem != target.problem
