@@ -75,6 +75,36 @@ def test_a_failing_once_run_reports_failed(kubectl: Kubectl, ns: str) -> None:
     assert failures and "BackoffLimitExceeded" in failures[0]["message"]
 
 
+def test_a_failing_run_says_how_its_container_ended(kubectl: Kubectl, ns: str) -> None:
+    # kwok's pod-fail stage (hack/kwok/stages.yaml) ends the worker with exit code 1,
+    # reason Error, as a kubelet reports it; the operator reads it from the pod.
+    kubectl.apply(
+        bgjob(
+            "exits-1",
+            {
+                "trigger": {"once": {}},
+                "run": {"backoffLimit": 0},
+                "template": {"metadata": {"annotations": {"bgjob.dev/e2e-outcome": "fail"}}},
+            },
+        ),
+        ns,
+    )
+    kubectl.wait("bgj/exits-1", "condition=Failed", ns, timeout=60)
+    pods = kubectl.json("get", "pods", "-n", ns, "-l", "batch.kubernetes.io/job-name=exits-1")
+    [state] = [p["status"]["containerStatuses"][0]["state"] for p in pods["items"]]
+    assert state["terminated"]["exitCode"] == 1
+    last_run = kubectl.get("bgj", "exits-1", ns)["status"]["lastRun"]  # type: ignore[index]
+    assert last_run["result"] == "Failed"
+    assert last_run["reason"] == "BackoffLimitExceeded"
+    assert last_run["exitCode"] == 1
+    assert last_run["message"] == "container worker exited with code 1 (Error)"
+    told = "run exits-1 failed: BackoffLimitExceeded: container worker exited with code 1 (Error)"
+    failures = eventually(
+        lambda: [e for e in events(kubectl, ns, "exits-1") if e["reason"] == "RunFailed"]
+    )
+    assert [e["message"] for e in failures] == [told]
+
+
 def test_run_now_annotation_starts_one_run_per_value(kubectl: Kubectl, ns: str) -> None:
     kubectl.apply(bgjob("report", {"trigger": {"schedule": {"cron": "0 0 1 1 *"}}}), ns)
     kubectl.wait("bgj/report", "condition=Ready", ns)
