@@ -91,8 +91,8 @@ def run_record(job: Body, failure: RunFailure | None = None) -> RunRecord:
 
 
 def failure_detail(run: RunRecord) -> str:
-    """A failed run in a few words, for its condition and Event: the reason, and how its
-    container ended when its pods told (the Job's own message adds nothing)."""
+    """A failed run in a few words, for its Event: the reason, and how its container
+    ended when its pods told (the Job's own message adds nothing)."""
     told = run.message if run.exit_code is not None else None
     return ": ".join(filter(None, [run.reason, told]))
 
@@ -289,8 +289,8 @@ def _once_facts(
     if last_run is not None and last_run.result is not None and once_started is not False:
         succeeded = last_run.result == "Succeeded"
         detail = f"run {last_run.name} {last_run.result.lower()}"
-        if not succeeded and failure_detail(last_run):
-            detail += f": {failure_detail(last_run)}"
+        if last_run.reason and not succeeded:
+            detail += f": {last_run.reason}"
         health = Health(succeeded, "RunSucceeded" if succeeded else "RunFailed", detail)
         outcome = ("Complete" if succeeded else "Failed", True, last_run.reason or last_run.result)
         return Facts(
