@@ -34,6 +34,8 @@ RESOURCES: dict[str, tuple[str, str]] = {
     "Job": ("batch/v1", "jobs"),
     KIND: (API_VERSION, PLURAL),
     "Secret": ("v1", "secrets"),
+    # Listed (never watched) once per failed run, to tell why it failed.
+    "Pod": ("v1", "pods"),
     "Event": ("v1", "events"),
     "Lease": ("coordination.k8s.io/v1", "leases"),
     "ScaledObject": ("keda.sh/v1alpha1", "scaledobjects"),

@@ -3,8 +3,9 @@
 ``desired_children(bgj, children, now, engine)`` is metacontroller's sync hook:
 from the spec and the observed children it decides the workload to apply, the
 KEDA objects, the runs to start or delete, the children to remove and whether
-they must be gone before anything new starts, when to look again, and the
-events to tell. No I/O; the reconciler applies the plan as given.
+they must be gone before anything new starts, when to look again, the events
+to tell, and the failed run whose pods to read once. No I/O; the reconciler
+applies the plan as given.
 
 Singletons: the old workload's pods must be gone before the new one starts. An
 old workload (another kind, or an active run when the trigger becomes
@@ -22,7 +23,7 @@ from bgjob import workloads
 from bgjob.api.models import BackgroundJob
 from bgjob.api.names import Body, Event, Propagation, ScalingEngine
 from bgjob.runs import Runs, is_finished, is_run_of, plan_runs
-from bgjob.status import Problem
+from bgjob.status import Problem, unrecorded_failure
 from bgjob.workloads import keda
 from bgjob.workloads.pod import controlled_by
 
@@ -56,6 +57,8 @@ class Plan:
     # Deleted after the new workload is applied (no singleton: no gap in service).
     prune: list[Delete] = field(default_factory=list)
     runs: Runs = field(default_factory=Runs)
+    # A failed run status has not recorded yet: read its pods (once) to tell why it failed.
+    pods_of: str | None = None
     problem: Problem | None = None
     # What the chosen engine cannot honour of the spec: shown in status, not an error.
     caveat: str | None = None
@@ -97,10 +100,12 @@ def desired_children(
     ``queue_replicas`` is the built-in scaler's latest decision; ``problem`` one
     found before planning (preflight): with it, nothing is applied or started.
     """
-    plan = Plan(problem=problem)
+    jobs = job_runs(bgj, children)
+    # The status is written whatever else happens in this pass: a failure is recorded now.
+    plan = Plan(problem=problem, pods_of=unrecorded_failure(bgj, jobs))
     if problem is not None:
         return plan
-    runs = plan_runs(bgj, job_runs(bgj, children), now)
+    runs = plan_runs(bgj, jobs, now)
     plan.runs = runs
     plan.events.extend(runs.events)
     plan.wake_after = runs.wake_after

@@ -36,12 +36,21 @@ from bgjob.api.names import (
 )
 from bgjob.kube import CHILD_KINDS, KEDA_KINDS, ApiError, Kube
 from bgjob.plan import Delete, Plan, desired_children, job_runs, keda_scales, running_replicas
-from bgjob.runs import once_due, once_run_lost, once_started
+from bgjob.runs import (
+    RunFailure,
+    once_due,
+    once_run_lost,
+    once_started,
+    run_failure,
+    run_pods_selector,
+    trim_pod,
+)
 from bgjob.scaling.scaler import Scaler, View
 from bgjob.status import (
     Observed,
     Problem,
     condition,
+    failure_detail,
     keep_transition_times,
     status_from,
 )
@@ -147,6 +156,8 @@ class Pass:
     queue: View | None = None
     problem: Problem | None = None
     events: list[Event] = field(default_factory=list)
+    # How the failed runs whose pods were read ended, by Job name.
+    failures: dict[str, RunFailure] = field(default_factory=dict)
 
     def event(self, kind: EventType, reason: str, message: str) -> None:
         self.events.append(Event(kind, reason, message))
@@ -206,6 +217,8 @@ class Reconciler:
             problem=problem,
         )
         work = Pass(bgj, body, children, plan, queue=queue, problem=plan.problem)
+        # Read before any write: a transient error retries the whole pass.
+        work.failures = self._read_failure(bgj, plan.pods_of)
         self._apply(work)
         if work.problem is None and queue is not None:
             work.problem = queue.problem
@@ -415,6 +428,36 @@ class Reconciler:
         log.info("started run=%s namespace=%s", name, work.bgj.metadata.namespace)
         return True
 
+    def _read_failure(self, bgj: BackgroundJob, job_name: str | None) -> dict[str, RunFailure]:
+        """How a failed run's most recent failed pod ended: one LIST of its pods.
+
+        The plan asks once per failed run (until status records it). Pods already gone
+        (``ttlSecondsAfterFinished``) or a refusal (RBAC without pods list) leave the
+        Job's own reason; a transient error propagates, for a retry with backoff.
+        """
+        if job_name is None:
+            return {}
+        namespace = bgj.metadata.namespace
+        try:
+            pods = self.kube.list("Pod", run_pods_selector(job_name), namespace)
+        except ApiError as error:
+            if not (error.permanent or error.status == 404):
+                raise
+            log.warning(
+                "run pods not read run=%s namespace=%s error=%s", job_name, namespace, error
+            )
+            return {}
+        failure = run_failure([trim_pod(pod) for pod in pods])
+        log.info(
+            "run failed run=%s namespace=%s pods=%d exit_code=%s reason=%s",
+            job_name,
+            namespace,
+            len(pods),
+            failure.exit_code if failure else None,
+            failure.reason if failure else None,
+        )
+        return {job_name: failure} if failure is not None else {}
+
     # --- status and events ------------------------------------------------------------
 
     def _write_status(self, work: Pass) -> None:
@@ -450,6 +493,7 @@ class Reconciler:
             once_lost=is_once and once_run_lost(recorded, jobs),
             caveat=work.plan.caveat,
             waiting=work.plan.waiting,
+            failures=work.failures,
         ).model_copy(
             update={
                 "run_now_handled": runs.run_now_handled,
@@ -467,7 +511,7 @@ class Reconciler:
             if run.result == "Succeeded":
                 work.event("Normal", "RunSucceeded", f"run {run.name} succeeded")
             else:
-                detail = f": {run.reason}" if run.reason else ""
+                detail = f": {failure_detail(run)}" if failure_detail(run) else ""
                 work.event("Warning", "RunFailed", f"run {run.name} failed{detail}")
         was = _find(before.conditions, "Degraded")
         now = _find(after.conditions, "Degraded")

@@ -19,10 +19,17 @@ The rules, each with a table test in ``tests/unit/test_runs.py``:
   scheduled run waits, as Forbid makes it wait for one of its own; under Replace
   a newer scheduled run replaces ours.
 - Finished manual runs are trimmed to ``history``, like the CronJob's own.
+
+Why a run failed is not in its Job, only in its pods: ``run_failure(pods)`` says
+how the most recent failed pod ended (exit code, OOMKilled, signal, a failed
+init container, an eviction) and ``failure_reason``/``failure_message`` word it
+for ``status.lastRun`` and the RunFailed Event. The reconciler lists those pods
+once, when the plan asks for them (``bgjob.status.unrecorded_failure``).
 """
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -33,6 +40,7 @@ from croniter import croniter
 
 from bgjob.api.models import BackgroundJob, Overlap
 from bgjob.api.names import (
+    CONTAINER_NAME,
     ONCE_RUN_ANNOTATION,
     RUN_KIND_LABEL,
     RUN_NOW_ANNOTATION,
@@ -300,3 +308,189 @@ def next_cron_time(cron: str, time_zone: str, now: datetime) -> datetime:
     local_now = now.astimezone(ZoneInfo(time_zone))
     moment: datetime = croniter(cron, local_now).get_next(datetime)
     return moment
+
+
+# --- why a run failed: its pods --------------------------------------------------------
+
+# The Job controller labels every pod of a Job with the Job's name (Kubernetes >= 1.27).
+JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
+# The Job's reason when its pods' failures ended it: their story is the better one.
+POD_FAILURE_REASONS = frozenset({"BackoffLimitExceeded", "Failed"})
+# Container reasons that say no more than "it failed".
+PLAIN_REASONS = frozenset({"", "Error", "Completed"})
+MAX_POD_MESSAGE = 200
+
+
+def run_pods_selector(job_name: str) -> str:
+    """The label selector of a run's pods."""
+    return f"{JOB_NAME_LABEL}={job_name}"
+
+
+@dataclass(frozen=True)
+class RunFailure:
+    """How the most recent failed pod of a run ended."""
+
+    pod: str
+    # The container that failed: the worker, else a failed init container or another one.
+    container: str | None = None
+    init: bool = False
+    exit_code: int | None = None
+    reason: str | None = None  # the container's: Error, OOMKilled, StartError...
+    signal: int | None = None
+    # The pod's own, when the kubelet ended it (Evicted, DeadlineExceeded, Shutdown).
+    pod_reason: str | None = None
+    pod_message: str | None = None
+
+
+def _terminated(state: dict[str, Any] | None) -> dict[str, Any] | None:
+    terminated = (state or {}).get("terminated")
+    return {
+        key: terminated[key]
+        for key in ("exitCode", "reason", "signal", "finishedAt")
+        if isinstance(terminated, dict) and terminated.get(key) is not None
+    } or None
+
+
+def trim_pod(pod: Body) -> Body:
+    """What ``run_failure`` reads of a pod, nothing more: names, phase, terminations."""
+    status = pod.get("status") or {}
+
+    def containers(key: str) -> list[dict[str, Any]]:
+        return [
+            {
+                "name": c.get("name"),
+                "state": {"terminated": _terminated(c.get("state"))},
+                "lastState": {"terminated": _terminated(c.get("lastState"))},
+            }
+            for c in status.get(key) or []
+        ]
+
+    meta = pod.get("metadata") or {}
+    return {
+        "metadata": {"name": meta.get("name"), "creationTimestamp": meta.get("creationTimestamp")},
+        "spec": {
+            "initContainers": [
+                {"name": c.get("name"), "restartPolicy": c.get("restartPolicy")}
+                for c in (pod.get("spec") or {}).get("initContainers") or []
+            ]
+        },
+        "status": {
+            "phase": status.get("phase"),
+            "reason": status.get("reason"),
+            "message": status.get("message"),
+            "containerStatuses": containers("containerStatuses"),
+            "initContainerStatuses": containers("initContainerStatuses"),
+        },
+    }
+
+
+def _last_failure(container_status: dict[str, Any]) -> dict[str, Any] | None:
+    """A container's last termination, if it was a failure (a non-zero exit)."""
+    for key in ("state", "lastState"):
+        terminated = (container_status.get(key) or {}).get("terminated")
+        if terminated and terminated.get("exitCode"):
+            found: dict[str, Any] = terminated
+            return found
+    return None
+
+
+def _pod_failure(pod: Body) -> tuple[str, RunFailure]:
+    """When a failed pod ended, and how: the worker first, then what kept it from running."""
+    status = pod.get("status") or {}
+    sidecars = {
+        c.get("name")
+        for c in (pod.get("spec") or {}).get("initContainers") or []
+        if c.get("restartPolicy") == "Always"
+    }
+    statuses = status.get("containerStatuses") or []
+    inits = [c for c in status.get("initContainerStatuses") or [] if c.get("name") not in sidecars]
+    candidates = [
+        *((c, False) for c in statuses if c.get("name") == CONTAINER_NAME),
+        *((c, True) for c in inits),  # A failed init container: the worker never ran.
+        *((c, False) for c in statuses if c.get("name") != CONTAINER_NAME),
+        *((c, True) for c in status.get("initContainerStatuses") or [] if c not in inits),
+    ]
+    name: str = (pod.get("metadata") or {}).get("name") or ""
+    created: str = (pod.get("metadata") or {}).get("creationTimestamp") or ""
+    pod_reason = status.get("reason") or None
+    pod_message = (status.get("message") or "").strip()[:MAX_POD_MESSAGE] or None
+    for container, init in candidates:
+        terminated = _last_failure(container)
+        if terminated is not None:
+            failure = RunFailure(
+                pod=name,
+                container=container.get("name"),
+                init=init,
+                exit_code=int(terminated["exitCode"]),
+                reason=terminated.get("reason") or None,
+                signal=int(terminated["signal"]) if terminated.get("signal") else None,
+                pod_reason=pod_reason,
+                pod_message=pod_message,
+            )
+            return max(terminated.get("finishedAt") or "", created), failure
+    return created, RunFailure(pod=name, pod_reason=pod_reason, pod_message=pod_message)
+
+
+def run_failure(pods: Sequence[Body]) -> RunFailure | None:
+    """How the most recent failed pod of a run ended; None when no failed pod is left
+    (removed with the Job by ``ttlSecondsAfterFinished``, or never started)."""
+    failed = [_pod_failure(p) for p in pods if (p.get("status") or {}).get("phase") == "Failed"]
+    if not failed:
+        return None
+    return max(failed, key=lambda item: (item[0], item[1].pod))[1]
+
+
+def _signal_name(number: int) -> str | None:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return None
+
+
+def describe_failure(failure: RunFailure) -> str | None:
+    """One line on how the run's pod ended, e.g. 'container worker exited with code 42 (Error)'."""
+    parts = []
+    if failure.pod_reason:
+        detail = f": {failure.pod_message}" if failure.pod_message else ""
+        parts.append(f"pod was {failure.pod_reason}{detail}")
+    if failure.container is not None and failure.exit_code is not None:
+        who = f"{'init container' if failure.init else 'container'} {failure.container}"
+        code = failure.exit_code
+        killer = _signal_name(failure.signal) if failure.signal else None
+        if failure.reason == "OOMKilled":
+            parts.append(f"{who} was OOMKilled (exit code {code})")
+        elif failure.signal:
+            parts.append(
+                f"{who} was killed by {killer or 'signal'} (signal {failure.signal}, "
+                f"exit code {code})"
+            )
+        else:
+            # 128+n is how a runtime reports a process that signal n ended.
+            by = _signal_name(code - 128) if 128 < code <= 128 + 64 else None
+            notes = ", ".join(filter(None, [failure.reason, f"128+{by}" if by else None]))
+            parts.append(f"{who} exited with code {code}" + (f" ({notes})" if notes else ""))
+    return "; ".join(parts) or None
+
+
+def failure_reason(job_reason: str | None, failure: RunFailure | None) -> str:
+    """The run's reason: the Job's, or the pod's more specific one (OOMKilled, Evicted)
+    when the pods' failures are what ended the Job."""
+    reason = job_reason or "Failed"
+    if failure is None or reason not in POD_FAILURE_REASONS:
+        return reason
+    if failure.reason and failure.reason not in PLAIN_REASONS:
+        return failure.reason
+    return failure.pod_reason or reason
+
+
+def failure_message(
+    job_reason: str | None, job_message: str | None, failure: RunFailure | None
+) -> str | None:
+    """The run's message: how its pod ended, after the Job's own message when the Job
+    ended for a reason of its own (DeadlineExceeded, a pod failure policy)."""
+    told = describe_failure(failure) if failure is not None else None
+    if told is None:
+        return job_message or None
+    if (job_reason or "Failed") in POD_FAILURE_REASONS or not job_message:
+        return told
+    return f"{job_message}; {told}"

@@ -7,6 +7,7 @@ something, and ``Complete``/``Failed`` mirror a once-run's Job.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -21,7 +22,13 @@ from bgjob.api.models import (
 )
 from bgjob.api.names import Body
 from bgjob.api.times import parse_time, rfc3339
-from bgjob.runs import finished_condition, next_cron_time
+from bgjob.runs import (
+    RunFailure,
+    failure_message,
+    failure_reason,
+    finished_condition,
+    next_cron_time,
+)
 
 __all__ = ["next_cron_time", "parse_time", "rfc3339"]
 
@@ -56,8 +63,9 @@ class Health:
 # --- runs (Jobs) ------------------------------------------------------------------
 
 
-def run_record(job: Body) -> RunRecord:
-    """A Job as a run: name, times and, once it ended, the result."""
+def run_record(job: Body, failure: RunFailure | None = None) -> RunRecord:
+    """A Job as a run: name, times and, once it ended, the result; for a failed run,
+    how its most recent failed pod ended, when ``failure`` says (see bgjob.runs)."""
     status = job.get("status") or {}
     record: dict[str, Any] = {
         "name": job["metadata"]["name"],
@@ -71,18 +79,47 @@ def run_record(job: Body) -> RunRecord:
             reason=ended.get("reason") or "Completed",
         )
     elif ended is not None:
+        reason, message = ended.get("reason"), ended.get("message")
         record.update(
             result="Failed",
             completion_time=ended.get("lastTransitionTime"),
-            reason=ended.get("reason") or "Failed",
-            message=ended.get("message") or None,
+            reason=failure_reason(reason, failure),
+            message=failure_message(reason, message, failure),
+            exit_code=failure.exit_code if failure is not None else None,
         )
     return RunRecord(**record)
+
+
+def failure_detail(run: RunRecord) -> str:
+    """A failed run in a few words, for its Event: the reason, and how its container
+    ended when its pods told (the Job's own message adds nothing)."""
+    told = run.message if run.exit_code is not None else None
+    return ": ".join(filter(None, [run.reason, told]))
+
+
+def unrecorded_failure(bgj: BackgroundJob, jobs: Sequence[Body]) -> str | None:
+    """The failed run ``status.lastRun`` is about to show for the first time, whose pods
+    should be read (once) to tell why it failed; None when there is none.
+
+    Once recorded it is never read again: a run already in ``lastRun`` as failed, an
+    older one, or a trigger without runs asks for nothing.
+    """
+    if bgj.spec.trigger.kind not in ("schedule", "once"):
+        return None
+    previous = bgj.status.last_run
+    latest = _latest_finished([run_record(job) for job in jobs], previous)
+    if latest is None or latest.result != "Failed":
+        return None
+    if previous is not None and previous.name == latest.name and previous.result is not None:
+        return None
+    return latest.name
 
 
 def _latest_finished(runs: list[RunRecord], previous: RunRecord | None) -> RunRecord | None:
     finished = [run for run in runs if run.result is not None]
     if previous is not None and previous.result is not None:
+        # A result stays as recorded: what its pods told was read once, and they may be gone.
+        finished = [run for run in finished if run.name != previous.name]
         finished.append(previous)
     if not finished:
         return previous
@@ -333,6 +370,7 @@ def status_from(
     once_lost: bool = False,
     caveat: str | None = None,
     waiting: str | None = None,
+    failures: Mapping[str, RunFailure] | None = None,
 ) -> BackgroundJobStatus:
     """The status a BackgroundJob should show for what was observed.
 
@@ -342,11 +380,13 @@ def status_from(
     has not started, so a finished manual run does not end the BackgroundJob;
     ``once_lost`` that it started but left neither a Job nor a result; ``caveat`` what
     the scaling engine cannot honour (the ScalingLimited condition); ``waiting`` why a
-    singleton's new workload has not started yet.
+    singleton's new workload has not started yet; ``failures`` how the failed runs
+    whose pods were read ended, by Job name (see ``unrecorded_failure``).
     """
     previous = bgj.status
     trigger = bgj.spec.trigger.kind
-    runs = [run_record(job) for job in observed.runs]
+    failures = failures or {}
+    runs = [run_record(job, failures.get(job["metadata"]["name"])) for job in observed.runs]
     active = sorted(run.name for run in runs if run.result is None)
     last_run = _latest_finished(runs, previous.last_run)
     successes = [r.completion_time for r in runs if r.result == "Succeeded" and r.completion_time]

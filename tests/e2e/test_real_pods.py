@@ -216,6 +216,16 @@ def _failed_run(kubectl: Kubectl, ns: str, name: str, spec: dict[str, Any]) -> d
     return status
 
 
+def _run_failed_event(kubectl: Kubectl, ns: str, name: str) -> str:
+    """The one RunFailed Event's message (sent right after the status is written)."""
+    failures = eventually(
+        lambda: [e for e in events(kubectl, ns, name) if e["reason"] == "RunFailed"], timeout=15
+    )
+    assert len(failures) == 1, [e["message"] for e in failures]
+    message: str = failures[0]["message"]
+    return message
+
+
 def test_a_failing_runs_real_exit_code(kubectl: Kubectl, ns: str, real_node: RealNode) -> None:
     status = _failed_run(
         kubectl,
@@ -227,13 +237,17 @@ def test_a_failing_runs_real_exit_code(kubectl: Kubectl, ns: str, real_node: Rea
     assert terminated["terminated"]["exitCode"] == 42
     assert terminated["terminated"]["reason"] == "Error"
     assert kubectl.run("logs", "job/exits-42", "-n", ns).stdout == "failing\n"
-    # What the operator reports today: the Job's failure, not the exit code.
+    # The operator reports the real exit code, read from the run's pod.
     last_run = status["lastRun"]
     _results(f"exits-42: lastRun={json.dumps(last_run)}")
     assert (last_run["result"], last_run["reason"]) == ("Failed", "BackoffLimitExceeded")
-    failures = [e for e in events(kubectl, ns, "exits-42") if e["reason"] == "RunFailed"]
-    assert failures and "BackoffLimitExceeded" in failures[0]["message"]
-    _results(f"exits-42: RunFailed event: {failures[0]['message']}")
+    assert last_run["exitCode"] == 42
+    assert last_run["message"] == "container worker exited with code 42 (Error)"
+    failure = _run_failed_event(kubectl, ns, "exits-42")
+    assert failure == (
+        "run exits-42 failed: BackoffLimitExceeded: container worker exited with code 42 (Error)"
+    )
+    _results(f"exits-42: RunFailed event: {failure}")
 
 
 def test_an_oom_killed_run(kubectl: Kubectl, ns: str, real_node: RealNode) -> None:
@@ -252,7 +266,14 @@ def test_an_oom_killed_run(kubectl: Kubectl, ns: str, real_node: RealNode) -> No
     assert terminated["terminated"]["exitCode"] == 137
     last_run = status["lastRun"]
     _results(f"hungry: lastRun={json.dumps(last_run)}")
-    assert last_run["result"] == "Failed"
+    assert (last_run["result"], last_run["reason"]) == ("Failed", "OOMKilled")
+    assert last_run["exitCode"] == 137
+    assert last_run["message"] == "container worker was OOMKilled (exit code 137)"
+    failed = next(c for c in status["conditions"] if c["type"] == "Failed")
+    assert failed["reason"] == "OOMKilled"
+    failure = _run_failed_event(kubectl, ns, "hungry")
+    assert failure == "run hungry failed: OOMKilled: container worker was OOMKilled (exit code 137)"
+    _results(f"hungry: RunFailed event: {failure}")
 
 
 def test_kubectl_exec_reaches_a_container_on_the_real_node(

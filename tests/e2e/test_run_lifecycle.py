@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+import json
+import os
 import time
 from datetime import datetime
+from pathlib import Path
+from urllib.parse import quote
 
-from tests.e2e.support import Kubectl, bgjob, condition, events, eventually
+from tests.e2e.support import (
+    RELEASE,
+    SYSTEM_NAMESPACE,
+    Kubectl,
+    bgjob,
+    condition,
+    events,
+    eventually,
+)
 
 
 def _time(value: str) -> datetime:
@@ -73,6 +85,61 @@ def test_a_failing_once_run_reports_failed(kubectl: Kubectl, ns: str) -> None:
     assert condition(bgj, "Stalled")["status"] == "True"  # type: ignore[index]
     failures = [e for e in events(kubectl, ns, "doomed") if e["reason"] == "RunFailed"]
     assert failures and "BackoffLimitExceeded" in failures[0]["message"]
+
+
+def test_a_failing_run_says_how_its_container_ended(kubectl: Kubectl, ns: str) -> None:
+    # kwok's pod-fail stage (hack/kwok/stages.yaml) ends the worker with exit code 1,
+    # reason Error, as a kubelet reports it; the operator reads it from the pod.
+    kubectl.apply(
+        bgjob(
+            "exits-1",
+            {
+                "trigger": {"once": {}},
+                "run": {"backoffLimit": 0},
+                "template": {"metadata": {"annotations": {"bgjob.dev/e2e-outcome": "fail"}}},
+            },
+        ),
+        ns,
+    )
+    kubectl.wait("bgj/exits-1", "condition=Failed", ns, timeout=60)
+    pods = kubectl.json("get", "pods", "-n", ns, "-l", "batch.kubernetes.io/job-name=exits-1")
+    [state] = [p["status"]["containerStatuses"][0]["state"] for p in pods["items"]]
+    assert state["terminated"]["exitCode"] == 1
+    last_run = kubectl.get("bgj", "exits-1", ns)["status"]["lastRun"]  # type: ignore[index]
+    assert last_run["result"] == "Failed"
+    assert last_run["reason"] == "BackoffLimitExceeded"
+    assert last_run["exitCode"] == 1
+    assert last_run["message"] == "container worker exited with code 1 (Error)"
+    told = "run exits-1 failed: BackoffLimitExceeded: container worker exited with code 1 (Error)"
+    failures = eventually(
+        lambda: [e for e in events(kubectl, ns, "exits-1") if e["reason"] == "RunFailed"]
+    )
+    assert [e["message"] for e in failures] == [told]
+    # Read once: another pass (an edit wakes it) lists no pods.
+    kubectl.run("annotate", "bgj", "exits-1", "-n", ns, "example.com/touched=1")
+    eventually(lambda: _operator_lists_of_pods(kubectl, ns, "exits-1"), timeout=15)
+    time.sleep(3)
+    assert _operator_lists_of_pods(kubectl, ns, "exits-1") == 1
+
+
+def _operator_lists_of_pods(kubectl: Kubectl, ns: str, job: str) -> int:
+    """How often the operator listed one run's pods, from the API server's audit log."""
+    configured = os.environ.get("BGJOB_AUDIT_LOG")
+    path = Path(configured) if configured else Path(kubectl.kubeconfig).parent / "logs/audit.log"
+    selector = quote(f"batch.kubernetes.io/job-name={job}", safe="")
+    count = 0
+    for line in path.read_text().splitlines():
+        event = json.loads(line)
+        ref = event.get("objectRef") or {}
+        if (
+            event["user"]["username"] == f"system:serviceaccount:{SYSTEM_NAMESPACE}:{RELEASE}"
+            and event["verb"] == "list"
+            and ref.get("resource") == "pods"
+            and ref.get("namespace") == ns
+            and selector in event["requestURI"]
+        ):
+            count += 1
+    return count
 
 
 def test_run_now_annotation_starts_one_run_per_value(kubectl: Kubectl, ns: str) -> None:

@@ -114,7 +114,7 @@ def granted(kubectl: Kubectl) -> set[Permission]:
 
 
 def exercise(kubectl: Kubectl, ns: str) -> None:
-    """Each trigger once, a trigger change, a Secret read, a Degraded event."""
+    """Each trigger once, a trigger change, a Secret read, a Degraded event, a failed run."""
     kubectl.apply(secret("broker", url="redis://127.0.0.1:1/0"), ns)
     jobs = {
         "svc": {"trigger": {"continuous": {}}},
@@ -132,11 +132,18 @@ def exercise(kubectl: Kubectl, ns: str) -> None:
         },
         "martian": {"trigger": {"schedule": {"cron": "0 3 * * *", "timeZone": "Mars/Base"}}},
         "single": {"trigger": {"continuous": {}}, "singleton": True},
+        # A failed run: its pods are listed once, for the exit code.
+        "doomed": {
+            "trigger": {"once": {}},
+            "run": {"backoffLimit": 0},
+            "template": {"metadata": {"annotations": {"bgjob.dev/e2e-outcome": "fail"}}},
+        },
     }
     for name, spec in jobs.items():
         kubectl.apply(bgjob(name, spec), ns)
     kubectl.wait("bgj/svc", "condition=Ready", ns)
     kubectl.wait("bgj/martian", "condition=Degraded", ns)
+    kubectl.wait("bgj/doomed", "condition=Failed", ns, timeout=60)
     eventually(lambda: kubectl.get("job", "now", ns), timeout=60)
     eventually(lambda: kubectl.get("statefulset", "single", ns), timeout=60)
     # Trigger changes replace one child kind with another (deletes).

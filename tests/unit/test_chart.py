@@ -220,6 +220,7 @@ def verbs(role: dict[str, Any], group: str, resource: str) -> set[str]:
         ("bgjob.dev", "backgroundjobs", {"get", "list", "watch"}),  # get: the owner check
         ("bgjob.dev", "backgroundjobs/status", {"patch"}),
         ("", "events", {"create"}),
+        ("", "pods", {"list"}),  # a failed run's pods, once, for its exit code
         ("batch", "jobs", {"get", "list", "watch", "create", "delete"}),
         ("apps", "deployments", {"get", "list", "watch", "create", "patch", "delete"}),
     ],

@@ -30,9 +30,19 @@ API = {"Deployment": "apps/v1", "StatefulSet": "apps/v1", "CronJob": "batch/v1",
 class FakeKube:
     """Records every call; apply and create answer with the object, delete forgets it."""
 
-    def __init__(self) -> None:
+    def __init__(self, pods: list[dict[str, Any]] | ApiError | None = None) -> None:
         self.calls: list[tuple[Any, ...]] = []
         self.statuses: list[dict[str, Any]] = []
+        self.messages: list[str] = []
+        self.pods = pods or []
+
+    def list(
+        self, kind: str, label_selector: str, namespace: str | None = None
+    ) -> list[dict[str, Any]]:
+        self.calls.append(("list", kind, label_selector, namespace))
+        if isinstance(self.pods, ApiError):
+            raise self.pods
+        return copy.deepcopy(self.pods)
 
     def apply(self, manifest: dict[str, Any], manager: str = MANAGER) -> dict[str, Any]:
         self.calls.append(("apply", manifest["kind"], manifest["metadata"]["name"]))
@@ -55,6 +65,7 @@ class FakeKube:
 
     def event(self, involved: dict[str, Any], kind: str, reason: str, message: str) -> None:
         self.calls.append(("event", reason))
+        self.messages.append(message)
 
 
 def owned(kind: str, name: str = NAME, run: str | None = None, **status: Any) -> dict[str, Any]:
@@ -187,3 +198,116 @@ def test_a_once_run_the_server_refuses_is_not_recorded_as_started() -> None:
     assert "onceRunStarted" not in final
     degraded = next(c for c in final["conditions"] if c["type"] == "Degraded")
     assert degraded["reason"] == "RunRejected"
+
+
+# --- a failed run: its pods are read once ----------------------------------------------
+
+FAILED = {
+    "startTime": "2026-03-01T12:00:01Z",
+    "conditions": [
+        {
+            "type": "Failed",
+            "status": "True",
+            "reason": "BackoffLimitExceeded",
+            "message": "Job has reached the specified backoff limit",
+            "lastTransitionTime": "2026-03-01T12:00:09Z",
+        }
+    ],
+}
+
+
+def run_pod(code: int, reason: str) -> dict[str, Any]:
+    return {
+        "metadata": {"name": f"{NAME}-x7k2p", "labels": {"batch.kubernetes.io/job-name": NAME}},
+        "spec": {"containers": [{"name": "worker", "env": [{"name": "TOKEN", "value": "t"}]}]},
+        "status": {
+            "phase": "Failed",
+            "containerStatuses": [
+                {
+                    "name": "worker",
+                    "state": {"terminated": {"exitCode": code, "reason": reason}},
+                }
+            ],
+        },
+    }
+
+
+def failed_once_run(kube: FakeKube) -> tuple[Reconciler, Store]:
+    store = Store()
+    store.put_bgjob(body(NAME, trigger=ONCE, status={"onceRunStarted": "2026-03-01T12:00:00Z"}))
+    store.put_child(owned("Job", run="once", **FAILED), "Job", "batch/v1")
+    return Reconciler(cast(Kube, kube), store, clock=lambda: NOW), store
+
+
+def twice(kube: FakeKube) -> tuple[list[tuple[Any, ...]], dict[str, Any]]:
+    """Reconcile a failed once-run, then again once the watch brings back the status
+    written: the calls of the second pass, and the status the first one wrote."""
+    reconciler, store = failed_once_run(kube)
+    reconciler.reconcile(KEY)
+    written = kube.statuses[-1]
+    store.put_bgjob(body(NAME, trigger=ONCE, status=written))
+    first = len(kube.calls)
+    reconciler.reconcile(KEY)
+    return kube.calls[first:], written
+
+
+def test_a_failed_runs_pods_are_read_once_and_its_exit_code_recorded() -> None:
+    kube = FakeKube(pods=[run_pod(42, "Error")])
+    second, written = twice(kube)
+    reads = [call for call in kube.calls if call[0] == "list"]
+    assert reads == [("list", "Pod", f"batch.kubernetes.io/job-name={NAME}", NS)]
+    assert written["lastRun"]["exitCode"] == 42
+    assert written["lastRun"]["reason"] == "BackoffLimitExceeded"
+    assert written["lastRun"]["message"] == "container worker exited with code 42 (Error)"
+    assert kube.messages == [
+        f"run {NAME} failed: BackoffLimitExceeded: container worker exited with code 42 (Error)"
+    ]
+    # Recorded: the next pass makes no API call at all.
+    assert second == []
+
+
+def test_an_oom_killed_run_is_recorded_as_oom_killed_in_status_and_event() -> None:
+    kube = FakeKube(pods=[run_pod(137, "OOMKilled")])
+    second, written = twice(kube)
+    assert (written["lastRun"]["reason"], written["lastRun"]["exitCode"]) == ("OOMKilled", 137)
+    failed = next(c for c in written["conditions"] if c["type"] == "Failed")
+    assert failed["reason"] == "OOMKilled"
+    assert kube.messages == [
+        f"run {NAME} failed: OOMKilled: container worker was OOMKilled (exit code 137)"
+    ]
+    assert second == []
+
+
+def test_a_failed_run_whose_pods_are_gone_keeps_the_jobs_reason_and_is_not_read_again() -> None:
+    kube = FakeKube(pods=[])
+    second, written = twice(kube)
+    assert [c[0] for c in kube.calls].count("list") == 1
+    assert "exitCode" not in written["lastRun"]
+    assert written["lastRun"]["message"] == "Job has reached the specified backoff limit"
+    assert kube.messages == [f"run {NAME} failed: BackoffLimitExceeded"]
+    assert second == []
+
+
+def test_pods_the_operator_may_not_list_leave_the_jobs_reason() -> None:
+    kube = FakeKube(pods=ApiError(403, "Forbidden", 'cannot list resource "pods"'))
+    second, written = twice(kube)
+    assert written["lastRun"]["reason"] == "BackoffLimitExceeded"
+    assert "exitCode" not in written["lastRun"]
+    assert second == []
+
+
+def test_a_transient_error_reading_the_pods_retries_the_pass_before_any_write() -> None:
+    kube = FakeKube(pods=ApiError(503, "ServiceUnavailable", "etcd leader changed"))
+    reconciler, _ = failed_once_run(kube)
+    with pytest.raises(ApiError):
+        reconciler.reconcile(KEY)
+    assert [c[0] for c in kube.calls] == ["list"]
+
+
+def test_a_successful_run_reads_no_pods() -> None:
+    store, kube = Store(), FakeKube()
+    store.put_bgjob(body(NAME, trigger=ONCE, status={"onceRunStarted": "2026-03-01T12:00:00Z"}))
+    complete = {"conditions": [{"type": "Complete", "status": "True"}]}
+    store.put_child(owned("Job", run="once", **complete), "Job", "batch/v1")
+    Reconciler(cast(Kube, kube), store, clock=lambda: NOW).reconcile(KEY)
+    assert "list" not in [c[0] for c in kube.calls]

@@ -16,7 +16,15 @@ import pytest
 from specs import CREATED, body
 
 from bgjob.api.models import parse
-from bgjob.runs import once_identity, plan_runs
+from bgjob.runs import (
+    failure_message,
+    failure_reason,
+    once_identity,
+    plan_runs,
+    run_failure,
+    run_pods_selector,
+    trim_pod,
+)
 from bgjob.workloads.runs import manual_run_name
 
 UID = "0b7c3e2a-uid"
@@ -209,3 +217,162 @@ def test_the_once_run_carries_the_backgroundjobs_uid_and_generation() -> None:
     assert started["metadata"]["annotations"]["bgjob.dev/once-run"] == f"{UID}/4"
     assert once_identity(bgj) == f"{UID}/4"
     assert started["metadata"]["labels"]["bgjob.dev/run"] == "once"
+
+
+# --- why a run failed: its pods --------------------------------------------------------
+
+BACKOFF = ("BackoffLimitExceeded", "Job has reached the specified backoff limit")
+DEADLINE = ("DeadlineExceeded", "Job was active longer than specified deadline")
+
+
+def terminated(code: int, reason: str = "Error", at: str = "12:03", **extra: Any) -> Any:
+    """A container state as the kubelet reports it."""
+    return {
+        "terminated": {
+            "exitCode": code,
+            "reason": reason,
+            "startedAt": "2026-03-01T12:00:00Z",
+            "finishedAt": f"2026-03-01T{at}:00Z",
+            "containerID": "containerd://0f1e",
+            **extra,
+        }
+    }
+
+
+def pod(
+    name: str = "nightly-x7k2p",
+    phase: str = "Failed",
+    *,
+    worker: Any = None,
+    inits: dict[str, Any] | None = None,
+    sidecars: dict[str, Any] | None = None,
+    others: dict[str, Any] | None = None,
+    reason: str | None = None,
+    message: str | None = None,
+) -> dict[str, Any]:
+    """A run's pod: the worker's state, init containers', native sidecars', others'."""
+
+    def statuses(states: dict[str, Any]) -> list[dict[str, Any]]:
+        return [
+            {"name": n, "state": s, "lastState": {}, "ready": False, "restartCount": 0}
+            for n, s in states.items()
+        ]
+
+    inits, sidecars = inits or {}, sidecars or {}
+    status: dict[str, Any] = {
+        "phase": phase,
+        "containerStatuses": statuses(
+            {"worker": worker or {"waiting": {"reason": "PodInitializing"}}, **(others or {})}
+        ),
+    }
+    if inits or sidecars:
+        status["initContainerStatuses"] = statuses({**inits, **sidecars})
+    if reason:
+        status.update(reason=reason, message=message)
+    init_specs = [{"name": n, "image": "busybox"} for n in inits]
+    init_specs += [{"name": n, "image": "envoy", "restartPolicy": "Always"} for n in sidecars]
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "creationTimestamp": "2026-03-01T12:00:00Z",
+            "labels": {"batch.kubernetes.io/job-name": "nightly"},
+        },
+        "spec": {"initContainers": init_specs, "containers": [{"name": "worker"}]},
+        "status": status,
+    }
+
+
+@dataclass
+class Failure:
+    id: str
+    pods: list[dict[str, Any]]
+    job: tuple[str, str] = BACKOFF
+    # expected: lastRun's reason, message and exitCode
+    reason: str = "BackoffLimitExceeded"
+    message: str | None = None
+    exit_code: int | None = None
+
+
+# fmt: off
+FAILURES = [
+    Failure("exit 42", [pod(worker=terminated(42))],
+            message="container worker exited with code 42 (Error)", exit_code=42),
+    Failure("OOMKilled: the reason becomes OOMKilled", [pod(worker=terminated(137, "OOMKilled"))],
+            reason="OOMKilled", message="container worker was OOMKilled (exit code 137)",
+            exit_code=137),
+    Failure("killed by a signal the runtime reported", [pod(worker=terminated(143, signal=15))],
+            message="container worker was killed by SIGTERM (signal 15, exit code 143)",
+            exit_code=143),
+    Failure("exit code 128+n, no signal reported: named", [pod(worker=terminated(137))],
+            message="container worker exited with code 137 (Error, 128+SIGKILL)", exit_code=137),
+    Failure("exit code above 128+64: not a signal", [pod(worker=terminated(255))],
+            message="container worker exited with code 255 (Error)", exit_code=255),
+    Failure("retries: the most recent failed pod tells", [
+                pod("nightly-aaaaa", worker=terminated(1, at="12:01")),
+                pod("nightly-zzzzz", worker=terminated(42, at="12:03")),
+                pod("nightly-mmmmm", worker=terminated(2, at="12:02")),
+            ], message="container worker exited with code 42 (Error)", exit_code=42),
+    Failure("pods that succeeded or still run do not count", [
+                pod("nightly-ok", "Succeeded", worker=terminated(0, "Completed", at="12:09")),
+                pod("nightly-run", "Running", worker={"running": {}}),
+                pod("nightly-bad", worker=terminated(3, at="12:01")),
+            ], message="container worker exited with code 3 (Error)", exit_code=3),
+    Failure("no pods left (ttlSecondsAfterFinished): the Job's own", [],
+            message=BACKOFF[1]),
+    Failure("only pods that succeeded: the Job's own",
+            [pod(phase="Succeeded", worker=terminated(0, "Completed"))], message=BACKOFF[1]),
+    Failure("an init container failed: the worker never ran",
+            [pod(inits={"migrate": terminated(3)})],
+            message="init container migrate exited with code 3 (Error)", exit_code=3),
+    Failure("the worker failed, a native sidecar was stopped after it: the worker's",
+            [pod(worker=terminated(2), sidecars={"proxy": terminated(143, at="12:04")})],
+            message="container worker exited with code 2 (Error)", exit_code=2),
+    Failure("the worker exited 0, another container failed: that one",
+            [pod(worker=terminated(0, "Completed"), others={"uploader": terminated(1)})],
+            message="container uploader exited with code 1 (Error)", exit_code=1),
+    Failure("a start error is more specific than the Job's reason",
+            [pod(worker=terminated(128, "StartError"))], reason="StartError",
+            message="container worker exited with code 128 (StartError)", exit_code=128),
+    Failure("evicted: the pod's reason and message first",
+            [pod(worker=terminated(137), reason="Evicted",
+                 message="The node was low on resource: memory. ")],
+            reason="Evicted",
+            message="pod was Evicted: The node was low on resource: memory.; "
+                    "container worker exited with code 137 (Error, 128+SIGKILL)",
+            exit_code=137),
+    Failure("the Job's deadline ended it: the Job's reason, its message first",
+            [pod(worker=terminated(143))], job=DEADLINE, reason="DeadlineExceeded",
+            message="Job was active longer than specified deadline; "
+                    "container worker exited with code 143 (Error, 128+SIGTERM)",
+            exit_code=143),
+    Failure("the Job's deadline, the worker OOMKilled on the way: still DeadlineExceeded",
+            [pod(worker=terminated(137, "OOMKilled"))], job=DEADLINE, reason="DeadlineExceeded",
+            message="Job was active longer than specified deadline; "
+                    "container worker was OOMKilled (exit code 137)",
+            exit_code=137),
+]
+# fmt: on
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.id) for c in FAILURES])
+def test_why_a_run_failed(case: Failure) -> None:
+    failure = run_failure(case.pods)
+    job_reason, job_message = case.job
+
+    assert failure_reason(job_reason, failure) == case.reason
+    assert failure_message(job_reason, job_message, failure) == case.message
+    assert (failure.exit_code if failure else None) == case.exit_code
+    # The reconciler keeps only what is read of each pod: the same answer.
+    assert run_failure([trim_pod(p) for p in case.pods]) == failure
+
+
+def test_a_trimmed_pod_keeps_no_spec_env_logs_or_messages_of_its_containers() -> None:
+    raw = pod(worker=terminated(1, message="secret=hunter2 in the last log line"))
+    raw["spec"]["containers"][0]["env"] = [{"name": "TOKEN", "value": "hunter2"}]
+    assert "hunter2" not in repr(trim_pod(raw))
+
+
+def test_the_run_pods_selector_is_the_job_controllers_label() -> None:
+    assert run_pods_selector("nightly-29012345") == "batch.kubernetes.io/job-name=nightly-29012345"

@@ -6,10 +6,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from specs import CONTINUOUS, ONCE, SCHEDULE, bgjob, queue
+from specs import CONTINUOUS, ONCE, SCHEDULE, bgjob, body, queue
 
-from bgjob.api.models import BackgroundJobStatus, Condition
-from bgjob.status import Observed, Problem, status_from
+from bgjob.api.models import BackgroundJobStatus, Condition, parse
+from bgjob.runs import RunFailure
+from bgjob.status import Observed, Problem, status_from, unrecorded_failure
 
 NOW = datetime(2026, 1, 15, 0, 0, tzinfo=UTC)
 EARLIER = "2026-01-14T10:00:00Z"
@@ -335,6 +336,142 @@ def test_a_once_result_is_kept_after_its_job_is_cleaned_up() -> None:
     status = status_from(bgjob(trigger=ONCE, status={"lastRun": previous}), Observed(), NOW)
     assert status.state == "Succeeded"
     assert truth(status)["Complete"] == "True"
+
+
+# --- why a run failed ---------------------------------------------------------------------
+
+FAILED_AT = "2026-01-14T23:09:00Z"
+EXIT_42 = RunFailure(pod="worker-x7k2p", container="worker", exit_code=42, reason="Error")
+OOM = RunFailure(pod="worker-x7k2p", container="worker", exit_code=137, reason="OOMKilled")
+
+
+def test_a_failed_once_run_shows_its_exit_code_in_last_run() -> None:
+    status = status_from(
+        bgjob(trigger=ONCE),
+        Observed(runs=(job("worker", failed=(FAILED_AT, "BackoffLimitExceeded")),)),
+        NOW,
+        failures={"worker": EXIT_42},
+    )
+    assert status.last_run is not None
+    assert status.last_run.wire() == {
+        "name": "worker",
+        "startTime": "2026-01-14T23:00:00Z",
+        "completionTime": FAILED_AT,
+        "result": "Failed",
+        "reason": "BackoffLimitExceeded",
+        "message": "container worker exited with code 42 (Error)",
+        "exitCode": 42,
+    }
+    # The conditions name the reason; lastRun (and `kubectl bgj why`) says the rest.
+    assert conditions(status)["Failed"].message == "run worker failed: BackoffLimitExceeded"
+
+
+def test_an_oom_killed_once_run_fails_with_reason_oom_killed() -> None:
+    status = status_from(
+        bgjob(trigger=ONCE),
+        Observed(runs=(job("worker", failed=(FAILED_AT, "BackoffLimitExceeded")),)),
+        NOW,
+        failures={"worker": OOM},
+    )
+    assert status.last_run is not None
+    assert (status.last_run.reason, status.last_run.exit_code) == ("OOMKilled", 137)
+    assert status.last_run.message == "container worker was OOMKilled (exit code 137)"
+    assert conditions(status)["Failed"].reason == "OOMKilled"
+    assert conditions(status)["Ready"].message == "run worker failed: OOMKilled"
+
+
+def test_a_failure_whose_pods_were_gone_keeps_the_jobs_reason_and_message() -> None:
+    status = status_from(
+        bgjob(trigger=ONCE),
+        Observed(runs=(job("worker", failed=(FAILED_AT, "BackoffLimitExceeded")),)),
+        NOW,
+    )
+    assert status.last_run is not None
+    assert status.last_run.exit_code is None
+    assert status.last_run.message == "Job has reached the specified backoff limit"
+    assert conditions(status)["Failed"].message == "run worker failed: BackoffLimitExceeded"
+
+
+def test_a_recorded_failure_stays_as_recorded_while_its_job_is_still_there() -> None:
+    # The next pass reads no pods: what the first one learned must not be lost.
+    recorded = {
+        "name": "worker",
+        "startTime": "2026-01-14T23:00:00Z",
+        "completionTime": FAILED_AT,
+        "result": "Failed",
+        "reason": "OOMKilled",
+        "message": "container worker was OOMKilled (exit code 137)",
+        "exitCode": 137,
+    }
+    status = status_from(
+        bgjob(trigger=ONCE, status={"lastRun": recorded}),
+        Observed(runs=(job("worker", failed=(FAILED_AT, "BackoffLimitExceeded")),)),
+        NOW,
+    )
+    assert status.last_run is not None
+    assert status.last_run.wire() == recorded
+
+
+def test_a_last_run_a_later_version_wrote_with_more_fields_still_parses() -> None:
+    later = {"name": "worker", "result": "Failed", "exitCode": 1, "signalName": "SIGKILL"}
+    bgj = parse(body(trigger=ONCE, status={"lastRun": later}))
+    assert bgj.status.last_run is not None
+    assert bgj.status.last_run.exit_code == 1
+
+
+def _failed(name: str, at: str) -> dict[str, Any]:
+    return job(name, failed=(at, "BackoffLimitExceeded"))
+
+
+def _recorded(name: str, result: str, at: str) -> dict[str, Any]:
+    return {"lastRun": {"name": name, "result": result, "completionTime": at}}
+
+
+# (trigger, status, jobs, the run whose pods to read)
+PODS_OF = {
+    "a failed run not recorded yet": (SCHEDULE, {}, [_failed("w-2", FAILED_AT)], "w-2"),
+    "a failed once-run": (ONCE, {}, [_failed("worker", FAILED_AT)], "worker"),
+    "recorded already: never read again": (
+        SCHEDULE,
+        _recorded("w-2", "Failed", FAILED_AT),
+        [_failed("w-2", FAILED_AT)],
+        None,
+    ),
+    "a newer failure than the one recorded": (
+        SCHEDULE,
+        _recorded("w-1", "Failed", EARLIER),
+        [_failed("w-2", FAILED_AT)],
+        "w-2",
+    ),
+    "an older failure than the run recorded: not shown, not read": (
+        SCHEDULE,
+        _recorded("w-3", "Succeeded", "2026-01-14T23:30:00Z"),
+        [_failed("w-2", FAILED_AT)],
+        None,
+    ),
+    "the latest run succeeded: nothing to read": (
+        SCHEDULE,
+        {},
+        [_failed("w-1", EARLIER), job("w-2", complete=FAILED_AT)],
+        None,
+    ),
+    "the latest of several failures only": (
+        SCHEDULE,
+        {},
+        [_failed("w-1", EARLIER), _failed("w-2", FAILED_AT)],
+        "w-2",
+    ),
+    "still running: nothing yet": (SCHEDULE, {}, [job("w-2", active=1)], None),
+    "no runs": (SCHEDULE, {}, [], None),
+    "continuous: no runs recorded": (CONTINUOUS, {}, [_failed("w-2", FAILED_AT)], None),
+}
+
+
+@pytest.mark.parametrize(("trigger", "status", "jobs", "expected"), PODS_OF.values(), ids=PODS_OF)
+def test_which_failed_runs_pods_to_read(
+    trigger: dict[str, Any], status: dict[str, Any], jobs: list[dict[str, Any]], expected: str
+) -> None:
+    assert unrecorded_failure(bgjob(trigger=trigger, status=status), jobs) == expected
 
 
 # --- problems ---------------------------------------------------------------------------

@@ -69,6 +69,12 @@ compares them with the API server's audit log of an e2e run. */}}
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]
+# Why a run failed is in its pods, not its Job: the operator lists a failed
+# run's pods once (label batch.kubernetes.io/job-name), to record the exit code
+# or OOMKilled. No get or watch: pods are never cached.
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["list"]
 # Queue URLs given as urlFrom.secretKeyRef: read one named Secret at a time,
 # never list or watch them.
 - apiGroups: [""]

@@ -781,14 +781,28 @@ class WorkloadRef(ApiModel):
 class RunRecord(ApiModel):
     """One run (a Job) of a schedule or once BackgroundJob."""
 
+    # Like the status around it: a field a later version records does not break this one.
+    model_config = ConfigDict(extra="ignore")
+
     name: str = Field(description="Name of the Job.")
     start_time: str | None = Field(default=None, description="When it started.")
     completion_time: str | None = Field(default=None, description="When it finished.")
     result: Literal["Succeeded", "Failed"] | None = Field(
         default=None, description="Succeeded or Failed; unset while running."
     )
-    reason: str | None = Field(default=None, description="Why it ended, e.g. BackoffLimitExceeded.")
-    message: str | None = Field(default=None, description="Details of the result.")
+    reason: str | None = Field(
+        default=None, description="Why it ended, e.g. BackoffLimitExceeded, OOMKilled."
+    )
+    message: str | None = Field(
+        default=None,
+        description="Details of the result; for a failed run, how its worker container ended, "
+        "e.g. 'container worker exited with code 42 (Error)'.",
+    )
+    exit_code: int | None = Field(
+        default=None,
+        description="Exit code of the failed run's container (the worker's, or the container "
+        "that failed), from its most recent failed pod; unset when the pods were gone.",
+    )
 
 
 State = Literal[
