@@ -3,14 +3,21 @@ URL read from a Secret (resolve time), and the networks the operator never dials
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
+import socket
+import threading
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from bgjob.api import urls
 from bgjob.api.models import InvalidSpec, parse
+from bgjob.scaling import network
 from bgjob.scaling.network import Denied, NetworkPolicy, parse_networks
+from bgjob.scaling.probes import ProbeError, QueueRef, RabbitMQProbe, RedisProbe
 from tests.unit.url_cases import BROKER_URLS, MANAGEMENT_URLS, broker_spec, management_spec
 
 
@@ -105,7 +112,7 @@ def test_every_resolved_address_is_checked_and_the_dial_uses_a_checked_one() -> 
     policy = NetworkPolicy(parse_networks("127.0.0.0/8"))
     with pytest.raises(Denied):
         policy.connect("localhost", 9, 0.5)
-    assert NetworkPolicy(()).checked_address("127.0.0.1", 9) == "127.0.0.1"
+    assert NetworkPolicy(()).checked_address("127.0.0.1", 9, 1.0) == "127.0.0.1"
     with pytest.raises(Denied):
         NetworkPolicy().connect("169.254.169.254", 80, 0.5)
     assert parse_networks("") == ()
@@ -125,3 +132,109 @@ def test_the_run_command_takes_the_denied_networks() -> None:
     assert parser().parse_args(["run", "--deny-networks="]).deny_networks == ()
     with pytest.raises(SystemExit):
         parser().parse_args(["run", "--deny-networks", "not-a-network"])
+
+
+# --- DNS within the deadline -------------------------------------------------------------
+
+
+@pytest.fixture
+def slow_dns(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
+    """Names under slow.example answer (as 127.0.0.1) only when released; counts lookups."""
+    real = socket.getaddrinfo
+    state: dict[str, Any] = {"release": threading.Event(), "lookups": []}
+
+    def getaddrinfo(host: str, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(host, str) and host.endswith("slow.example"):
+            state["lookups"].append(host)
+            state["release"].wait(5)
+            return real("127.0.0.1", *args, **kwargs)
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    network.forget_lookups()
+    yield state
+    state["release"].set()
+    network.forget_lookups()
+
+
+@pytest.mark.parametrize(
+    ("probe", "url"),
+    [
+        (RedisProbe, "redis://a.slow.example:1/0"),
+        (RabbitMQProbe, "amqp://b.slow.example:1/"),
+    ],
+)
+def test_a_slow_lookup_ends_with_the_probes_deadline(
+    slow_dns: dict[str, Any], probe: Any, url: str
+) -> None:
+    backend = "redis" if probe is RedisProbe else "rabbitmq"
+    started = time.monotonic()
+    with pytest.raises(ProbeError):
+        probe(NetworkPolicy()).backlog(QueueRef(backend, url, "q"), 0.5)
+    assert time.monotonic() - started < 1.0
+
+
+def test_lookups_are_shared_cached_briefly_and_reported_to_the_caller(
+    slow_dns: dict[str, Any],
+) -> None:
+    policy = NetworkPolicy()
+    with network.lookups_started() as pending:
+        with pytest.raises(TimeoutError):
+            policy.connect("c.slow.example", 9, 0.2)
+        with pytest.raises(TimeoutError):
+            policy.connect("c.slow.example", 9, 0.2)
+    assert slow_dns["lookups"] == ["c.slow.example"], "one lookup in flight per name"
+    assert pending and not pending[0].done(), "the caller learns a lookup outlived it"
+    slow_dns["release"].set()
+    pending[0].result(2)
+    assert policy.resolve("c.slow.example", 9, 0.2)[0][1][0] == "127.0.0.1"
+    assert slow_dns["lookups"] == ["c.slow.example"], "the answer is cached"
+    with pytest.raises(Denied):
+        NetworkPolicy(parse_networks("127.0.0.0/8")).resolve("c.slow.example", 9, 0.2)
+
+
+def test_a_lookup_that_outlives_its_probe_keeps_the_namespaces_thread_counted(
+    slow_dns: dict[str, Any],
+) -> None:
+    from bgjob.scaling.scaler import Scaler
+
+    class Resolving:
+        def backlog(self, queue: QueueRef, timeout: float) -> int:
+            NetworkPolicy().connect("d.slow.example", 9, 0.2)
+            return 0
+
+        def retain(self, url: str, user: object) -> None: ...
+        def release(self, url: str, user: object) -> None: ...
+        def close(self) -> None: ...
+
+    scaler = Scaler(None, lambda _: None, policy=NetworkPolicy())  # type: ignore[arg-type]
+    scaler.probes = {"redis": Resolving(), "rabbitmq": Resolving()}  # type: ignore[dict-item]
+    scaler.track(
+        parse(
+            {
+                "metadata": {"name": "j", "namespace": "ns", "uid": "j"},
+                "spec": {
+                    "image": "w",
+                    "trigger": {"queue": {"redis": {"list": "l", "url": "redis://r/0"}}},
+                },
+            }
+        ),
+        0,
+    )
+
+    async def scenario() -> list[int]:
+        task = asyncio.create_task(scaler.run())
+        await asyncio.sleep(0.6)  # the probe gave up at 0.2 s; its lookup still runs
+        held = [scaler._gate.busy.get("ns", 0)]
+        slow_dns["release"].set()
+        await asyncio.sleep(0.3)
+        held.append(scaler._gate.busy.get("ns", 0))
+        task.cancel()
+        return held
+
+    try:
+        during, after = asyncio.run(scenario())
+    finally:
+        scaler.close()
+    assert during >= 1, "the thread was counted free while its lookup still ran"
+    assert after == 0

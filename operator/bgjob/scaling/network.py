@@ -5,21 +5,38 @@ networks, and the socket connects to one of the checked addresses: a name that
 resolves differently a moment later (DNS rebinding) cannot slip past the check.
 IPv4-mapped IPv6 addresses (``::ffff:169.254.169.254``) are checked as the IPv4
 address they carry.
+
+A lookup runs on a bounded resolver pool and its caller waits no longer than its
+own deadline (``getaddrinfo`` itself cannot be interrupted): lookups of one name
+share one call, and answers are kept for a few seconds. A caller that wants to know
+which lookups outlived it (to count the thread they still hold) collects them with
+``lookups_started``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import socket
+import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 # Link-local (cloud metadata credentials: 169.254.169.254, fd00:ec2::254).
 DEFAULT_DENIED = ("169.254.0.0/16", "fe80::/10", "fd00:ec2::254/128")
+
+
+RESOLVER_THREADS = 32
+LOOKUP_CACHE_SECONDS = 5.0
+LOOKUP_CACHE_SIZE = 1024
+
+AddrInfo = list[tuple[Any, ...]]
 
 
 class Denied(OSError):
@@ -51,9 +68,10 @@ class NetworkPolicy:
             for network in self.denied
         )
 
-    def resolve(self, host: str, port: int) -> list[tuple[int, tuple[str, int]]]:
-        """(family, sockaddr) of every address of ``host``; Denied if any is denied."""
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    def resolve(self, host: str, port: int, timeout: float) -> list[tuple[int, tuple[str, int]]]:
+        """(family, sockaddr) of every address of ``host``, looked up within ``timeout``
+        seconds; Denied if any is denied."""
+        infos = _lookups.get(host, port, timeout)
         found: list[tuple[int, tuple[str, int]]] = []
         for family, _, _, _, sockaddr in infos:
             if family not in (socket.AF_INET, socket.AF_INET6):
@@ -70,7 +88,7 @@ class NetworkPolicy:
         """A TCP socket to a checked address of ``host``, within ``timeout`` seconds in all."""
         deadline = time.monotonic() + timeout
         error: OSError | None = None
-        for family, sockaddr in self.resolve(host, port):
+        for family, sockaddr in self.resolve(host, port, timeout):
             left = deadline - time.monotonic()
             if left <= 0:
                 break
@@ -85,9 +103,111 @@ class NetworkPolicy:
                 error = failed
         raise error or TimeoutError(f"no connection to {host} within {timeout}s")
 
-    def checked_address(self, host: str, port: int) -> str:
-        """One checked address of ``host``, for clients that dial by themselves."""
-        return self.resolve(host, port)[0][1][0]
+    def checked_address(self, host: str, port: int, timeout: float) -> str:
+        """One checked address of ``host`` (looked up within ``timeout`` seconds), for
+        clients that dial by themselves."""
+        return self.resolve(host, port, timeout)[0][1][0]
+
+
+_local = threading.local()
+
+
+@contextlib.contextmanager
+def lookups_started() -> Iterator[list[Future[AddrInfo]]]:
+    """The lookups this thread waits for inside the block, to learn which outlive it."""
+    before = getattr(_local, "pending", None)
+    pending: list[Future[AddrInfo]] = []
+    _local.pending = pending
+    try:
+        yield pending
+    finally:
+        _local.pending = before
+
+
+def after_lookups(pending: list[Future[AddrInfo]], then: Callable[[], None]) -> None:
+    """Call ``then`` once every lookup in ``pending`` has finished (now, if all have)."""
+    left = [len(pending) + 1]
+    lock = threading.Lock()
+
+    def one_done(_: object = None) -> None:
+        with lock:
+            left[0] -= 1
+            last = left[0] == 0
+        if last:
+            then()
+
+    for future in pending:
+        future.add_done_callback(one_done)
+    one_done()
+
+
+class _Lookups:
+    """getaddrinfo on a bounded pool: one call per name in flight, answers kept briefly."""
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(RESOLVER_THREADS, thread_name_prefix="resolve")
+        self._lock = threading.Lock()
+        self._running: dict[tuple[str, int], Future[AddrInfo]] = {}
+        self._answers: dict[tuple[str, int], tuple[float, AddrInfo | str]] = {}
+
+    def get(self, host: str, port: int, timeout: float) -> AddrInfo:
+        try:
+            ipaddress.ip_address(host.split("%", 1)[0])
+        except ValueError:
+            pass
+        else:  # an address: nothing to look up
+            return socket.getaddrinfo(
+                host, port, type=socket.SOCK_STREAM, flags=socket.AI_NUMERICHOST
+            )
+        key = (host.lower(), port)
+        with self._lock:
+            cached = self._answers.get(key)
+            if cached is not None and time.monotonic() - cached[0] < LOOKUP_CACHE_SECONDS:
+                future = None
+            else:
+                cached, future = None, self._running.get(key)
+                if future is None:
+                    future = self._pool.submit(self._lookup, key)
+                    self._running[key] = future
+        if cached is not None:
+            if isinstance(cached[1], str):
+                raise OSError(cached[1])
+            return cached[1]
+        assert future is not None
+        pending = getattr(_local, "pending", None)
+        if pending is not None and future not in pending:
+            pending.append(future)
+        try:
+            return future.result(timeout=max(0.0, timeout))
+        except TimeoutError:
+            raise TimeoutError(f"no address for {host} within {timeout:.1f}s") from None
+
+    def _lookup(self, key: tuple[str, int]) -> AddrInfo:
+        answer: AddrInfo | str
+        try:
+            answer = socket.getaddrinfo(key[0], key[1], type=socket.SOCK_STREAM)
+        except OSError as error:
+            answer = f"{key[0]}: {error}"
+        with self._lock:
+            self._running.pop(key, None)
+            if len(self._answers) >= LOOKUP_CACHE_SIZE:
+                self._answers.clear()
+            self._answers[key] = (time.monotonic(), answer)
+        if isinstance(answer, str):
+            raise OSError(answer)
+        return answer
+
+    def forget(self) -> None:
+        with self._lock:
+            self._answers.clear()
+
+
+_lookups = _Lookups()
+
+
+def forget_lookups() -> None:
+    """Drop cached answers (tests, and a changed resolver)."""
+    _lookups.forget()
 
 
 _default = NetworkPolicy()

@@ -389,7 +389,7 @@ class RabbitMQProbe:
         parts = urls.split(url)
         assert parts is not None, "checked by the scaler before probing"
         port = parts.port_number()
-        address = self.policy.checked_address(parts.hostname, port)
+        address = self.policy.checked_address(parts.hostname, port, timeout)
         params = pika.ConnectionParameters(
             host=address,
             port=port,

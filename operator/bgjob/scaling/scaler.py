@@ -33,6 +33,7 @@ from bgjob import metrics
 from bgjob.api import urls
 from bgjob.api.models import BackgroundJob, QueueTrigger
 from bgjob.kube import ApiError, Kube, path
+from bgjob.scaling import network
 from bgjob.scaling.decision import History, Limits, desired_replicas
 from bgjob.scaling.network import NetworkPolicy, default_policy
 from bgjob.scaling.probes import Probe, ProbeError, QueueRef, RabbitMQProbe, RedisProbe
@@ -436,10 +437,12 @@ class Scaler:
     def _probe_then(
         self, ref: QueueRef, deadline: float, finished: Callable[[], None]
     ) -> int | ProbeError:
-        try:
-            return self._probe(ref, deadline)
-        finally:
-            finished()
+        with network.lookups_started() as lookups:
+            try:
+                return self._probe(ref, deadline)
+            finally:
+                # A DNS lookup that outlived the probe still holds a resolver thread.
+                network.after_lookups(lookups, finished)
 
     def _landed(self, ref: QueueRef, done: asyncio.Future[int | ProbeError], every: float) -> None:
         if self._inflight.get(ref) is done:
