@@ -102,10 +102,41 @@ def test_management_urls(management_url: str, insecure: bool, accepted: bool) ->
         ("::ffff:169.254.169.254", False),  # IPv4-mapped
         ("::ffff:127.0.0.1", True),
         ("2002:a9fe:a9fe::1", False),  # 6to4 around 169.254.169.254
+        ("64:ff9b::a9fe:a9fe", False),  # NAT64, well-known prefix
+        ("64:ff9b:1::a9fe:a9fe", False),  # NAT64, local-use prefix
+        ("64:ff9b::a00:5", True),  # NAT64 around 10.0.0.5
+        ("::169.254.169.254", False),  # IPv4-compatible (deprecated)
+        ("2001:0:4136:e378:8000:63bf:5601:5601", False),  # Teredo, client 169.254.169.254
+        ("2001:0:4136:e378:8000:63bf:3fff:fdd2", True),  # Teredo, client 192.0.2.45
+        ("fe80::5efe:a9fe:a9fe", False),
+        ("2001:db8::5efe:a9fe:a9fe", False),  # ISATAP around 169.254.169.254
+        ("fd20:ce::254", False),  # GCP metadata over IPv6
+        ("100.100.100.200", False),  # Alibaba Cloud metadata
+        ("100.100.100.201", True),
+        ("fd00:c1::a9fe:a9fe", False),  # Oracle Cloud metadata over IPv6
+        ("0.0.0.0", False),  # unspecified: the dial reaches this host
+        ("0.1.2.3", False),
+        ("::", False),
     ],
 )
 def test_the_default_network_policy(address: str, allowed: bool) -> None:
     assert NetworkPolicy().allows(ipaddress.ip_address(address)) is allowed
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["0.0.0.0", "0", "::", "::127.0.0.1", "::ffff:127.0.0.1", "64:ff9b::7f00:1", "localhost"],
+)
+def test_denied_loopback_has_no_way_around(host: str) -> None:
+    policy = NetworkPolicy(parse_networks("127.0.0.0/8,::1/128"))
+    with pytest.raises(Denied):
+        policy.resolve(host, 80, 1.0)
+
+
+def test_unspecified_addresses_are_denied_even_by_an_empty_policy() -> None:
+    assert not NetworkPolicy(()).allows(ipaddress.ip_address("0.0.0.0"))
+    assert not NetworkPolicy(()).allows(ipaddress.ip_address("::"))
+    assert NetworkPolicy(()).allows(ipaddress.ip_address("169.254.169.254"))
 
 
 def test_every_resolved_address_is_checked_and_the_dial_uses_a_checked_one() -> None:
@@ -126,7 +157,14 @@ def test_the_run_command_takes_the_denied_networks() -> None:
     from bgjob.cli import parser
 
     default = parser().parse_args(["run"]).deny_networks
-    assert [str(n) for n in default] == ["169.254.0.0/16", "fe80::/10", "fd00:ec2::254/128"]
+    assert [str(n) for n in default] == [
+        "169.254.0.0/16",
+        "fe80::/10",
+        "fd00:ec2::254/128",
+        "fd20:ce::254/128",
+        "fd00:c1::a9fe:a9fe/128",
+        "100.100.100.200/32",
+    ]
     chosen = parser().parse_args(["run", "--deny-networks", "10.0.0.0/8,169.254.0.0/16"])
     assert [str(n) for n in chosen.deny_networks] == ["10.0.0.0/8", "169.254.0.0/16"]
     assert parser().parse_args(["run", "--deny-networks="]).deny_networks == ()

@@ -3,8 +3,10 @@
 A broker's host is resolved once, every address is checked against the denied
 networks, and the socket connects to one of the checked addresses: a name that
 resolves differently a moment later (DNS rebinding) cannot slip past the check.
-IPv4-mapped IPv6 addresses (``::ffff:169.254.169.254``) are checked as the IPv4
-address they carry.
+IPv6 addresses that carry an IPv4 address (IPv4-mapped ``::ffff:169.254.169.254``,
+IPv4-compatible ``::169.254.169.254``, NAT64 ``64:ff9b::a9fe:a9fe``, 6to4, Teredo,
+ISATAP) are checked as that IPv4 address too. Unspecified addresses (``0.0.0.0/8``,
+``::``), which a dial takes to this host, are denied whatever the policy says.
 
 A lookup runs on a bounded resolver pool and its caller waits no longer than its
 own deadline (``getaddrinfo`` itself cannot be interrupted): lookups of one name
@@ -28,8 +30,24 @@ from typing import Any
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
-# Link-local (cloud metadata credentials: 169.254.169.254, fd00:ec2::254).
-DEFAULT_DENIED = ("169.254.0.0/16", "fe80::/10", "fd00:ec2::254/128")
+# Link-local (cloud metadata credentials: 169.254.169.254, AWS fd00:ec2::254), and the
+# metadata services elsewhere: GCP fd20:ce::254, Oracle fd00:c1::a9fe:a9fe, Alibaba
+# 100.100.100.200.
+DEFAULT_DENIED = (
+    "169.254.0.0/16",
+    "fe80::/10",
+    "fd00:ec2::254/128",
+    "fd20:ce::254/128",
+    "fd00:c1::a9fe:a9fe/128",
+    "100.100.100.200/32",
+)
+# A dial to an unspecified address reaches this host: never allowed.
+ALWAYS_DENIED = (
+    ipaddress.ip_network("0.0.0.0/8"),
+    ipaddress.ip_network("::/128"),
+)
+_NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
 
 
 RESOLVER_THREADS = 32
@@ -49,6 +67,28 @@ def parse_networks(text: str | Iterable[str]) -> tuple[Network, ...]:
     return tuple(ipaddress.ip_network(item.strip(), strict=False) for item in items if item.strip())
 
 
+def embedded_ipv4(address: Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address carries (mapped, compatible, NAT64, 6to4,
+    Teredo server and client, ISATAP): a dial to it may reach them."""
+    if not isinstance(address, ipaddress.IPv6Address):
+        return []
+    low32 = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    found: list[ipaddress.IPv4Address] = []
+    if address.ipv4_mapped is not None:
+        found.append(address.ipv4_mapped)
+    # ::/96 beyond ::0.255.255.255 (so :: and ::1 are themselves), and NAT64.
+    compatible = address in _IPV4_COMPATIBLE and int(address) >= 1 << 24
+    if compatible or any(address in prefix for prefix in _NAT64):
+        found.append(low32)
+    if address.sixtofour is not None:
+        found.append(address.sixtofour)
+    if address.teredo is not None:
+        found.extend(address.teredo)
+    if (int(address) >> 32) & 0xFDFFFFFF == 0x00005EFE:  # ISATAP interface identifier
+        found.append(low32)
+    return found
+
+
 @dataclass(frozen=True)
 class NetworkPolicy:
     """Networks the operator never dials for a tenant."""
@@ -56,16 +96,11 @@ class NetworkPolicy:
     denied: tuple[Network, ...] = parse_networks(DEFAULT_DENIED)
 
     def allows(self, address: Address) -> bool:
-        candidates: list[Address] = [address]
-        if isinstance(address, ipaddress.IPv6Address):
-            if address.ipv4_mapped is not None:
-                candidates.append(address.ipv4_mapped)
-            if address.sixtofour is not None:
-                candidates.append(address.sixtofour)
+        candidates = [address, *embedded_ipv4(address)]
         return not any(
             candidate.version == network.version and candidate in network
             for candidate in candidates
-            for network in self.denied
+            for network in (*self.denied, *ALWAYS_DENIED)
         )
 
     def resolve(self, host: str, port: int, timeout: float) -> list[tuple[int, tuple[str, int]]]:
