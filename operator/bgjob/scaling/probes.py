@@ -88,19 +88,17 @@ class QueueRef:
 
 
 def redact(url: str) -> str:
-    """The URL without its password, in the userinfo or in the query (?password=)."""
+    """The URL without its userinfo (a user name may be a token) and without its query
+    (?password=)."""
     try:
         parts = urlsplit(url)
-        port = parts.port
+        parts.port  # noqa: B018 - a bad port makes the URL unparsable
     except ValueError:
         return "<unparsable URL>"
     if parts.query:
         parts = parts._replace(query="***")
-    if parts.password is not None:
-        netloc = f"{parts.username or ''}:***@{parts.hostname or ''}"
-        if port:
-            netloc += f":{port}"
-        parts = parts._replace(netloc=netloc)
+    if "@" in parts.netloc:
+        parts = parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1])
     return urlunsplit(parts._replace(fragment=""))
 
 
