@@ -8,6 +8,7 @@ import asyncio
 import base64
 import dataclasses
 import http.server
+import socket
 import threading
 import time
 from collections.abc import Hashable, Iterator
@@ -331,11 +332,59 @@ def test_credentials_go_only_to_the_amqp_host(listener: tuple[int, type[Recorder
         probe.backlog(_ref("localhost", port), 1)
     assert refused.value.reason == "ManagementHostMismatch"
     assert handler.seen == []
-    handler.answer = (200, {}, b'{"messages_ready": 3, "messages_unacknowledged": 2}')
+    handler.answer = (200, {}, QUEUE_OBJECT)
     assert probe.backlog(_ref("127.0.0.1", port), 1) == 5
     expected = "Basic " + base64.b64encode(b"app:s3cret").decode()
     assert handler.seen[0]["Authorization"] == expected
     assert handler.seen[0]["path"] == "/api/queues/%2F/jobs"
+
+
+QUEUE_OBJECT = b'{"name": "jobs", "vhost": "/", "messages_ready": 3, "messages_unacknowledged": 2}'
+RABBITMQ_404 = b'{"error":"Object Not Found","reason":"Not Found"}'
+
+
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [
+        (404, b"Not Found"),  # any web server
+        (404, b'{"error": "Not Found"}'),
+        (200, b'{"status": "ok"}'),  # any JSON service
+        (200, b"{}"),
+        (200, b'{"name": "jobs", "vhost": "/"}'),  # no counts: not a backlog of 0
+        (200, b'{"name": "other", "vhost": "/", "messages_ready": 1}'),
+        (200, b'{"name": "jobs", "vhost": "other", "messages_ready": 1}'),
+        (200, b"[]"),
+        (401, b'{"error":"not_authorized"}'),
+    ],
+)
+def test_what_is_not_this_queue_looks_like_a_closed_port(
+    listener: tuple[int, type[Recorder]], status: int, body: bytes
+) -> None:
+    port, handler = listener
+    handler.answer = (status, {}, body)
+    probe = RabbitMQProbe(NetworkPolicy())
+    with pytest.raises(ProbeError) as answered:
+        probe.backlog(_ref("127.0.0.1", port), 1)
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    closed_port = closed.getsockname()[1]
+    closed.close()
+    with pytest.raises(ProbeError) as refused:
+        probe.backlog(_ref("127.0.0.1", closed_port), 1)
+    assert (answered.value.reason, answered.value.public) == (
+        refused.value.reason,
+        refused.value.public,
+    )
+
+
+def test_only_rabbitmqs_own_answer_says_the_queue_does_not_exist(
+    listener: tuple[int, type[Recorder]],
+) -> None:
+    port, handler = listener
+    handler.answer = (404, {"Content-Type": "application/json"}, RABBITMQ_404)
+    with pytest.raises(ProbeError) as missing:
+        RabbitMQProbe(NetworkPolicy()).backlog(_ref("127.0.0.1", port), 1)
+    assert missing.value.public == "queue 'jobs' does not exist on the broker"
 
 
 def test_a_redirect_is_an_error_and_never_followed(
@@ -357,8 +406,6 @@ def test_the_answer_is_bounded_in_size(listener: tuple[int, type[Recorder]]) -> 
 
 
 def test_a_server_that_drips_is_cut_at_the_deadline() -> None:
-    import socket
-
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen()
