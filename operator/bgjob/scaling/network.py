@@ -138,6 +138,23 @@ class NetworkPolicy:
                 error = failed
         raise error or TimeoutError(f"no connection to {host} within {timeout}s")
 
+    def literal_problem(self, host: str) -> str | None:
+        """Why a host written as an address must not be handed to a client that dials by
+        itself (KEDA), checked without DNS; None for a name or an allowed address."""
+        text = host.strip("[]").split("%", 1)[0]
+        try:
+            address: Address = ipaddress.ip_address(text)
+        except ValueError:
+            try:
+                address = ipaddress.IPv4Address(socket.inet_aton(text))
+            except OSError:
+                return None  # a name
+            if str(address) != text:
+                return f"host {host} is a number resolvers read differently (as {address})"
+        if not self.allows(address):
+            return f"host {host} is in a network the operator denies (--deny-networks)"
+        return None
+
     def checked_address(self, host: str, port: int, timeout: float) -> str:
         """One checked address of ``host`` (looked up within ``timeout`` seconds), for
         clients that dial by themselves."""
