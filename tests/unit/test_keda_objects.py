@@ -480,3 +480,89 @@ def test_keda_mode_shows_what_it_cannot_honour_as_a_condition() -> None:
     status = Cluster("keda").reconcile(trigger={"queue": rabbit})
     limited = next(c for c in status["conditions"] if c["type"] == "ScalingLimited")
     assert (limited["status"], limited["reason"]) == ("True", "KEDAReadyMessagesOnly")
+
+
+# --- where KEDA would dial -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("backend", "field"),
+    [
+        pytest.param(
+            {"redis": {"url": "redis://2852039166:80/0", "list": "l"}},
+            "spec.trigger.queue.redis.url",
+            id="a number KEDA may read as 169.254.169.254",
+        ),
+        pytest.param(
+            {"redis": {"url": "redis://0xa9fea9fe/0", "list": "l"}},
+            "spec.trigger.queue.redis.url",
+            id="hexadecimal",
+        ),
+        pytest.param(
+            {"redis": {"url": "redis://169.254.169.254:6379/0", "list": "l"}},
+            "spec.trigger.queue.redis.url",
+            id="the metadata service",
+        ),
+        pytest.param(
+            {"redis": {"url": "redis://[::ffff:a9fe:a9fe]:6379/0", "list": "l"}},
+            "spec.trigger.queue.redis.url",
+            id="IPv4-mapped",
+        ),
+        pytest.param(
+            {"rabbitmq": {"url": "amqp://[fd00:ec2::254]/", "queue": "q"}},
+            "spec.trigger.queue.rabbitmq.url",
+            id="AWS metadata over IPv6",
+        ),
+        pytest.param(
+            {
+                "rabbitmq": {
+                    "url": "amqp://rabbit.t.svc/",
+                    "queue": "q",
+                    "managementUrl": "http://169.254.169.254/latest/meta-data",
+                    "allowInsecureManagement": True,
+                }
+            },
+            "spec.trigger.queue.rabbitmq.managementUrl",
+            id="management elsewhere than the AMQP host",
+        ),
+        pytest.param(
+            {
+                "rabbitmq": {
+                    "url": "amqp://169.254.169.254/",
+                    "queue": "q",
+                    "managementUrl": "http://169.254.169.254/x",
+                    "allowInsecureManagement": True,
+                }
+            },
+            "spec.trigger.queue.rabbitmq.url",
+            id="both at the metadata service",
+        ),
+    ],
+)
+def test_keda_is_never_pointed_where_the_operator_may_not_dial(
+    backend: dict[str, Any], field: str
+) -> None:
+    with pytest.raises(keda.KedaUnsupported) as refused:
+        built(queue_bgjob(backend))
+    assert str(refused.value).startswith(field + ":"), refused.value
+
+
+def test_a_refused_keda_target_degrades_the_bgjob() -> None:
+    from bgjob.plan import desired_children
+
+    bgj = queue_bgjob({"redis": {"url": "redis://2852039166:80/0", "list": "l"}})
+    plan = desired_children(bgj, {}, datetime.now(UTC), "keda")
+    assert plan.problem is not None and plan.problem.reason == "KEDAUnsupported"
+    assert plan.autoscaling == []
+
+
+def test_management_on_the_amqp_host_still_goes_to_keda() -> None:
+    backend = {
+        "rabbitmq": {
+            "url": "amqp://rabbit.shop:5672/mail",
+            "queue": "mails",
+            "managementUrl": "https://RABBIT.shop.:15671",
+        }
+    }
+    (trigger,) = scaled_object(queue_bgjob(backend))["spec"]["triggers"]
+    assert trigger["metadata"]["host"] == "https://guest:guest@RABBIT.shop.:15671/mail"

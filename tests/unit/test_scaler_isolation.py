@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import http.server
+import socket
 import threading
 import time
 from collections.abc import Hashable, Iterator
@@ -21,7 +23,7 @@ from bgjob.kube import ApiError
 from bgjob.scaling.decision import HISTORY_CAP, History, Limits, desired_replicas
 from bgjob.scaling.network import NetworkPolicy
 from bgjob.scaling.probes import ClientPool, ProbeError, QueueRef, RabbitMQProbe
-from bgjob.scaling.scaler import Scaler
+from bgjob.scaling.scaler import PROBE_THREADS_PER_NAMESPACE, Scaler, ThreadGate
 
 # --- the bounded history --------------------------------------------------------------
 
@@ -428,11 +430,59 @@ def test_credentials_go_only_to_the_amqp_host(listener: tuple[int, type[Recorder
         probe.backlog(_ref("localhost", port), 1)
     assert refused.value.reason == "ManagementHostMismatch"
     assert handler.seen == []
-    handler.answer = (200, {}, b'{"messages_ready": 3, "messages_unacknowledged": 2}')
+    handler.answer = (200, {}, QUEUE_OBJECT)
     assert probe.backlog(_ref("127.0.0.1", port), 1) == 5
     expected = "Basic " + base64.b64encode(b"app:s3cret").decode()
     assert handler.seen[0]["Authorization"] == expected
     assert handler.seen[0]["path"] == "/api/queues/%2F/jobs"
+
+
+QUEUE_OBJECT = b'{"name": "jobs", "vhost": "/", "messages_ready": 3, "messages_unacknowledged": 2}'
+RABBITMQ_404 = b'{"error":"Object Not Found","reason":"Not Found"}'
+
+
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [
+        (404, b"Not Found"),  # any web server
+        (404, b'{"error": "Not Found"}'),
+        (200, b'{"status": "ok"}'),  # any JSON service
+        (200, b"{}"),
+        (200, b'{"name": "jobs", "vhost": "/"}'),  # no counts: not a backlog of 0
+        (200, b'{"name": "other", "vhost": "/", "messages_ready": 1}'),
+        (200, b'{"name": "jobs", "vhost": "other", "messages_ready": 1}'),
+        (200, b"[]"),
+        (401, b'{"error":"not_authorized"}'),
+    ],
+)
+def test_what_is_not_this_queue_looks_like_a_closed_port(
+    listener: tuple[int, type[Recorder]], status: int, body: bytes
+) -> None:
+    port, handler = listener
+    handler.answer = (status, {}, body)
+    probe = RabbitMQProbe(NetworkPolicy())
+    with pytest.raises(ProbeError) as answered:
+        probe.backlog(_ref("127.0.0.1", port), 1)
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    closed_port = closed.getsockname()[1]
+    closed.close()
+    with pytest.raises(ProbeError) as refused:
+        probe.backlog(_ref("127.0.0.1", closed_port), 1)
+    assert (answered.value.reason, answered.value.public) == (
+        refused.value.reason,
+        refused.value.public,
+    )
+
+
+def test_only_rabbitmqs_own_answer_says_the_queue_does_not_exist(
+    listener: tuple[int, type[Recorder]],
+) -> None:
+    port, handler = listener
+    handler.answer = (404, {"Content-Type": "application/json"}, RABBITMQ_404)
+    with pytest.raises(ProbeError) as missing:
+        RabbitMQProbe(NetworkPolicy()).backlog(_ref("127.0.0.1", port), 1)
+    assert missing.value.public == "queue 'jobs' does not exist on the broker"
 
 
 def test_a_redirect_is_an_error_and_never_followed(
@@ -454,8 +504,6 @@ def test_the_answer_is_bounded_in_size(listener: tuple[int, type[Recorder]]) -> 
 
 
 def test_a_server_that_drips_is_cut_at_the_deadline() -> None:
-    import socket
-
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen()
@@ -481,3 +529,139 @@ def test_a_server_that_drips_is_cut_at_the_deadline() -> None:
     stop.set()
     server.close()
     assert time.monotonic() - started < 1.5
+
+
+# --- probe threads per namespace -------------------------------------------------------
+
+
+def _queue_bgj(namespace: str, name: str, url: str, interval: int) -> BackgroundJob:
+    return parse(
+        {
+            "metadata": {"name": name, "namespace": namespace, "uid": namespace + name},
+            "spec": {
+                "image": "w",
+                "concurrency": 10,
+                "trigger": {
+                    "queue": {
+                        "redis": {"list": "jobs", "url": url},
+                        "targetPerReplica": 1,
+                        "pollingIntervalSeconds": interval,
+                    }
+                },
+            },
+        }
+    )
+
+
+class HangingProbe(FakeProbe):
+    """'hole' URLs hang for their whole deadline (until released); counts threads in use."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release_all = threading.Event()
+        self.lock = threading.Lock()
+        self.running: dict[str, int] = {}
+        self.most: dict[str, int] = {}
+        self.peak = 0  # threads in this probe at once, all URLs
+        self.overrun = 0.0  # how long past its deadline a black hole keeps its thread
+
+    def backlog(self, queue: QueueRef, timeout: float) -> int:
+        with self.lock:
+            self.calls.append(queue.url)
+            self.running[queue.url] = self.running.get(queue.url, 0) + 1
+            self.most[queue.url] = max(self.most.get(queue.url, 0), self.running[queue.url])
+            self.peak = max(self.peak, sum(self.running.values()))
+        try:
+            if "hole" in queue.url:
+                self.release_all.wait(timeout + self.overrun)
+                raise ProbeError("timed out")
+            return self.backlogs.get(queue.url, 0)
+        finally:
+            with self.lock:
+                self.running[queue.url] -= 1
+
+
+def test_one_namespace_of_black_holes_cannot_take_the_threads_of_the_others() -> None:
+    enqueued: list[Any] = []
+    s = Scaler(None, enqueued.append, policy=NetworkPolicy())  # type: ignore[arg-type]
+    probe = HangingProbe()
+    s.probes = {"redis": probe, "rabbitmq": probe}
+    good_url = "redis://good:6379/0"
+    probe.backlogs[good_url] = 3
+    s.track(_queue_bgj("good", "ok", good_url, 1), 0)
+    for i in range(100):  # more black holes than the pool has threads
+        s.track(_queue_bgj("evil", f"e{i}", f"redis://u{i}@hole:6379/0", 10), 0)
+    views: list[Any] = []
+
+    async def scenario() -> int:
+        task = asyncio.create_task(s.run())
+        most = 0
+        for _ in range(40):
+            await asyncio.sleep(0.1)
+            views.append(s.view(("good", "ok")))
+            with probe.lock:
+                evil = sum(n for url, n in probe.running.items() if "hole" in url)
+            most = max(most, evil)
+        task.cancel()
+        return most
+
+    try:
+        most_evil = asyncio.run(scenario())
+    finally:
+        probe.release_all.set()
+        s.close()
+    assert most_evil <= PROBE_THREADS_PER_NAMESPACE, f"{most_evil} threads for one namespace"
+    seen = [(v.backlog, v.problem.reason if v.problem else None) for v in views[12:]]
+    assert seen == [(3, None)] * len(seen), seen
+    assert probe.calls.count(good_url) >= 3, "the healthy queue was polled every second"
+
+
+def test_a_late_target_never_takes_a_second_thread() -> None:
+    s = Scaler(None, lambda _: None, policy=NetworkPolicy())  # type: ignore[arg-type]
+    probe = HangingProbe()
+    s.probes = {"redis": probe, "rabbitmq": probe}
+    probe.overrun = 3.0
+    s.track(_queue_bgj("ns", "late", "redis://hole:6379/0", 1), 0)
+
+    async def scenario() -> None:
+        task = asyncio.create_task(s.run())
+        await asyncio.sleep(0.5)
+        # Its URL changes (a rotated Secret) while its first probe still hangs.
+        s._targets[("ns", "late")].source = dataclasses.replace(
+            s._targets[("ns", "late")].source, url="redis://other@hole:6379/0"
+        )
+        await asyncio.sleep(2.5)
+        task.cancel()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        probe.release_all.set()
+        s.close()
+    assert probe.peak == 1, "a second thread while the first still hung"
+    assert len(probe.calls) <= 2, probe.calls
+
+
+def test_the_thread_gate_is_fair_and_bounded() -> None:
+    async def scenario() -> list[str]:
+        gate = ThreadGate(total=3, per_namespace=2)
+        order: list[str] = []
+        assert await gate.acquire("a", 1) and await gate.acquire("a", 1)
+        assert not await gate.acquire("a", 0.05), "a namespace gets no more than its share"
+        assert await gate.acquire("b", 1)
+        waiting = [asyncio.create_task(_take(gate, ns, order)) for ns in ("a", "b", "c")]
+        await asyncio.sleep(0.01)
+        gate.release("a")  # the pool is full: the freed thread goes to the one with fewest
+        await asyncio.sleep(0.01)
+        gate.release("b")
+        await asyncio.sleep(0.01)
+        gate.release("a")
+        await asyncio.gather(*waiting)
+        return order
+
+    assert asyncio.run(scenario()) == ["c", "b", "a"]
+
+
+async def _take(gate: ThreadGate, namespace: str, order: list[str]) -> None:
+    assert await gate.acquire(namespace, 2)
+    order.append(namespace)

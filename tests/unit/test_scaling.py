@@ -128,14 +128,17 @@ def test_a_scale_down_never_undercuts_a_recommendation_within_the_cooldown(
 @pytest.mark.parametrize(
     ("url", "shown"),
     [
-        ("redis://:s3cret@redis:6379/0", "redis://:***@redis:6379/0"),
-        ("amqp://app:s3cret@rabbit/vhost", "amqp://app:***@rabbit/vhost"),
+        ("redis://:s3cret@redis:6379/0", "redis://***@redis:6379/0"),
+        ("amqp://app:s3cret@rabbit/vhost", "amqp://***@rabbit/vhost"),
+        ("redis://s3cret@redis:6379/0", "redis://***@redis:6379/0"),  # a token as the user
+        ("rediss://s3cret:@[::1]:6380/0", "rediss://***@[::1]:6380/0"),
+        ("amqp://s3cret%40x@rabbit", "amqp://***@rabbit"),
         ("redis://redis:6379", "redis://redis:6379"),
         ("redis://redis:6379/0?password=s3cret", "redis://redis:6379/0?***"),
         ("redis://redis:notaport/0", "<unparsable URL>"),
     ],
 )
-def test_urls_are_logged_without_their_password(url: str, shown: str) -> None:
+def test_urls_are_logged_without_their_userinfo(url: str, shown: str) -> None:
     assert redact(url) == shown
     assert "s3cret" not in redact(url)
 

@@ -45,6 +45,8 @@ UNREACHABLE = (
     "network policy, or not a broker); details are in the operator's debug log"
 )
 MANAGEMENT_BODY_LIMIT = 64 * 1024
+# The management API's answer for a queue (or vhost) that does not exist.
+RABBITMQ_NOT_FOUND = {"error": "Object Not Found", "reason": "Not Found"}
 MAX_CLIENTS = 256
 HEARTBEAT_SECONDS = 30
 
@@ -88,19 +90,17 @@ class QueueRef:
 
 
 def redact(url: str) -> str:
-    """The URL without its password, in the userinfo or in the query (?password=)."""
+    """The URL without its userinfo (a user name may be a token) and without its query
+    (?password=)."""
     try:
         parts = urlsplit(url)
-        port = parts.port
+        parts.port  # noqa: B018 - a bad port makes the URL unparsable
     except ValueError:
         return "<unparsable URL>"
     if parts.query:
         parts = parts._replace(query="***")
-    if parts.password is not None:
-        netloc = f"{parts.username or ''}:***@{parts.hostname or ''}"
-        if port:
-            netloc += f":{port}"
-        parts = parts._replace(netloc=netloc)
+    if "@" in parts.netloc:
+        parts = parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1])
     return urlunsplit(parts._replace(fragment=""))
 
 
@@ -389,7 +389,7 @@ class RabbitMQProbe:
         parts = urls.split(url)
         assert parts is not None, "checked by the scaler before probing"
         port = parts.port_number()
-        address = self.policy.checked_address(parts.hostname, port)
+        address = self.policy.checked_address(parts.hostname, port, timeout)
         params = pika.ConnectionParameters(
             host=address,
             port=port,
@@ -501,20 +501,30 @@ class RabbitMQProbe:
             raise ProbeError(
                 f"rabbitmq management {queue}: answer over {MANAGEMENT_BODY_LIMIT} bytes"
             )
-        if status == 404 and b"Not Found" in body:
+        # Whatever is not this queue's own answer (a web server's 404, any JSON object)
+        # fails with the message of a closed port: status must not tell a tenant what
+        # else listens at a host and port of its choosing.
+        try:
+            data = json.loads(body)
+        except ValueError:
+            data = None
+        if status == 404 and data == RABBITMQ_NOT_FOUND:
             raise ProbeError(
                 f"rabbitmq management {queue}: no such queue",
                 public=f"queue {queue.name!r} does not exist on the broker",
             )
         if status != 200:  # 3xx included: a redirect is never followed
             raise ProbeError(f"rabbitmq management {queue}: HTTP {status}")
-        try:
-            data = json.loads(body)
-            counts = [data.get("messages_ready", 0), data.get("messages_unacknowledged", 0)]
-        except (ValueError, AttributeError):
-            raise ProbeError(f"rabbitmq management {queue}: not a queue object") from None
-        if not all(isinstance(n, int) and n >= 0 for n in counts):
-            raise ProbeError(f"rabbitmq management {queue}: not a queue object")
+        if not isinstance(data, dict) or (data.get("name"), data.get("vhost")) != (
+            queue.name,
+            vhost,
+        ):
+            raise ProbeError(f"rabbitmq management {queue}: not this queue's object")
+        # A queue whose statistics are not collected yet has no counts: its backlog is
+        # unknown, not 0.
+        counts = [data.get("messages_ready"), data.get("messages_unacknowledged", 0)]
+        if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in counts):
+            raise ProbeError(f"rabbitmq management {queue}: no message counts")
         return int(counts[0]) + int(counts[1])
 
     def retain(self, url: str, user: Hashable) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import heapq
 import logging
 import math
@@ -32,6 +33,7 @@ from bgjob import metrics
 from bgjob.api import urls
 from bgjob.api.models import BackgroundJob, QueueTrigger
 from bgjob.kube import ApiError, Kube, path
+from bgjob.scaling import network
 from bgjob.scaling.decision import History, Limits, desired_replicas
 from bgjob.scaling.network import NetworkPolicy, default_policy
 from bgjob.scaling.probes import Probe, ProbeError, QueueRef, RabbitMQProbe, RedisProbe
@@ -53,6 +55,10 @@ SECRET_REQUEST_TIMEOUT = (2.0, 5.0)
 STATUS_EVERY_SECONDS = 5.0
 TICK_SECONDS = 0.5
 PROBE_THREADS = 32
+# Probe threads one namespace may hold at once, counted until each thread has really
+# finished (a late probe holds its share until then): black holes in one namespace
+# exhaust only this share, the other namespaces keep polling on time.
+PROBE_THREADS_PER_NAMESPACE = 8
 # A queue that keeps failing is probed at most this rarely (and at least every interval).
 BACKOFF_MAX_SECONDS = 5.0
 # Deadlines missed in a row before a target is reported unreachable (one late answer
@@ -97,6 +103,8 @@ class Target:
     polling: bool = False  # a poll task for it is running
     late_rounds: int = 0
     url_in_use: tuple[str, str] | None = None  # (backend, URL) it holds a pooled client by
+    # The probe it last started or joined: while that runs, it starts no other.
+    probe: asyncio.Future[int | ProbeError] | None = None
 
 
 @dataclass(frozen=True)
@@ -106,6 +114,60 @@ class View:
     replicas: int | None
     backlog: int | None
     problem: Problem | None
+
+
+class ThreadGate:
+    """Probe threads in flight: at most ``total``, at most ``per_namespace`` for one
+    namespace. When threads are scarce, a freed one goes to the waiting namespace that
+    holds the fewest (first come first served among equals). Used on the event loop only."""
+
+    def __init__(self, total: int, per_namespace: int) -> None:
+        self.total, self.per_namespace = total, per_namespace
+        self.busy: dict[str, int] = {}
+        self._waiting: list[tuple[str, asyncio.Future[None]]] = []
+
+    def in_use(self) -> int:
+        return sum(self.busy.values())
+
+    def _free(self, namespace: str) -> bool:
+        return self.in_use() < self.total and self.busy.get(namespace, 0) < self.per_namespace
+
+    def _take(self, namespace: str) -> None:
+        self.busy[namespace] = self.busy.get(namespace, 0) + 1
+
+    async def acquire(self, namespace: str, timeout: float) -> bool:
+        """A thread for ``namespace`` within ``timeout`` seconds; False when none."""
+        if self._free(namespace):
+            self._take(namespace)
+            return True
+        granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry = (namespace, granted)
+        self._waiting.append(entry)
+        try:
+            await asyncio.wait_for(asyncio.shield(granted), max(0.0, timeout))
+            return True
+        except TimeoutError:
+            if granted.done():  # granted just as the time ran out: give it back
+                self.release(namespace)
+            return False
+        finally:
+            if entry in self._waiting:
+                self._waiting.remove(entry)
+
+    def release(self, namespace: str) -> None:
+        left = self.busy.get(namespace, 0) - 1
+        if left > 0:
+            self.busy[namespace] = left
+        else:
+            self.busy.pop(namespace, None)
+        while True:
+            ready = [w for w in self._waiting if not w[1].done() and self._free(w[0])]
+            if not ready:
+                return
+            chosen = min(ready, key=lambda w: self.busy.get(w[0], 0))
+            self._waiting.remove(chosen)
+            self._take(chosen[0])
+            chosen[1].set_result(None)
 
 
 def next_tick(now: float, interval: float) -> float:
@@ -178,6 +240,7 @@ class Scaler:
         self._tasks: set[asyncio.Task[None]] = set()
         self._lock = threading.Lock()
         self._executor = ThreadPoolExecutor(PROBE_THREADS, thread_name_prefix="probe")
+        self._gate = ThreadGate(PROBE_THREADS, PROBE_THREADS_PER_NAMESPACE)
         self._secret_executor = ThreadPoolExecutor(4, thread_name_prefix="secret")
 
     # --- called by reconcile (worker threads) -----------------------------------------
@@ -290,7 +353,7 @@ class Scaler:
                 return
             if not self._hold(target, ref.url):
                 return  # untracked meanwhile
-            outcome = await self._probe_shared(ref, deadline_of(target.interval))
+            outcome = await self._probe_shared(target, ref, deadline_of(target.interval))
             if outcome is None:  # late: the probe may still answer for the next round
                 target.late_rounds += 1
                 if target.late_rounds < LATE_ROUNDS_TO_REPORT:
@@ -325,21 +388,65 @@ class Scaler:
                 target.url_in_use = using
             return True
 
-    async def _probe_shared(self, ref: QueueRef, deadline: float) -> int | ProbeError | None:
+    async def _probe_shared(
+        self, target: Target, ref: QueueRef, deadline: float
+    ) -> int | ProbeError | None:
         """The backlog of ``ref`` within ``deadline``: one probe in flight per queue,
-        shared by every reader; None when it did not answer in time."""
+        shared by every reader, on a thread of the target's namespace's share; a target
+        whose last probe still runs starts no other. None when no answer came in time."""
+        started = time.monotonic()
         future = self._inflight.get(ref)
         if future is None:
+            if target.probe is not None and not target.probe.done():
+                return None  # its last probe (of another URL) still holds a thread
             backoff = self._backoff.get(ref)
             if backoff is not None and self.clock() < backoff[0]:
                 return backoff[2]  # failing: probed again when the backoff ends
-            future = asyncio.wrap_future(self._executor.submit(self._probe, ref, deadline))
-            self._inflight[ref] = future
-            future.add_done_callback(lambda done: self._landed(ref, done, deadline))
+            namespace = target.key[0]
+            if not await self._gate.acquire(namespace, deadline):
+                return None  # the namespace's share is in use: late, like a slow broker
+            future = self._inflight.get(ref)  # another reader may have started it meanwhile
+            if future is not None:
+                self._gate.release(namespace)
+            else:
+                future = self._start_probe(ref, deadline, namespace)
+        target.probe = future
         try:
-            return await asyncio.wait_for(asyncio.shield(future), deadline)
+            left = deadline - (time.monotonic() - started)
+            return await asyncio.wait_for(asyncio.shield(future), max(0.0, left))
         except TimeoutError:
             return None
+
+    def _start_probe(
+        self, ref: QueueRef, deadline: float, namespace: str
+    ) -> asyncio.Future[int | ProbeError]:
+        """Run a probe on a thread the gate granted ``namespace``; the grant ends when the
+        thread (and any DNS lookup it left running) has really finished."""
+        loop = asyncio.get_running_loop()
+
+        def finished() -> None:
+            with contextlib.suppress(RuntimeError):  # the loop is gone: nothing to release
+                loop.call_soon_threadsafe(self._gate.release, namespace)
+
+        try:
+            running = self._executor.submit(self._probe_then, ref, deadline, finished)
+        except BaseException:
+            self._gate.release(namespace)
+            raise
+        future = asyncio.wrap_future(running)
+        self._inflight[ref] = future
+        future.add_done_callback(lambda done: self._landed(ref, done, deadline))
+        return future
+
+    def _probe_then(
+        self, ref: QueueRef, deadline: float, finished: Callable[[], None]
+    ) -> int | ProbeError:
+        with network.lookups_started() as lookups:
+            try:
+                return self._probe(ref, deadline)
+            finally:
+                # A DNS lookup that outlived the probe still holds a resolver thread.
+                network.after_lookups(lookups, finished)
 
     def _landed(self, ref: QueueRef, done: asyncio.Future[int | ProbeError], every: float) -> None:
         if self._inflight.get(ref) is done:

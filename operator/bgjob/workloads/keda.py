@@ -12,6 +12,7 @@ import copy
 from urllib.parse import quote, unquote, urlsplit
 
 from bgjob.api.models import BackgroundJob, QueueTrigger
+from bgjob.scaling.network import default_policy
 from bgjob.workloads.pod import Manifest, metadata, with_spec_hash
 from bgjob.workloads.services import replica_bounds
 
@@ -60,9 +61,30 @@ def redis_metadata(url: str) -> dict[str, str]:
     return out
 
 
+def _check_host(field: str, url: str) -> str:
+    """The URL's host, when KEDA may dial it: the operator's denied networks apply to
+    what KEDA dials for it too, as far as they can be checked without DNS (KEDA's own
+    egress needs a NetworkPolicy)."""
+    host = urlsplit(url).hostname or ""
+    problem = default_policy().literal_problem(host)
+    if problem is not None:
+        raise KedaUnsupported(f"{field}: {problem}")
+    return host.lower().rstrip(".")
+
+
 def _trigger(bgj: BackgroundJob) -> Manifest:
     """The one KEDA trigger of a queue BackgroundJob."""
     queue = _queue(bgj)
+    if queue.redis is not None and queue.redis.url is not None:
+        _check_host("spec.trigger.queue.redis.url", queue.redis.url)
+    if queue.rabbitmq is not None and queue.rabbitmq.url is not None:
+        amqp_host = _check_host("spec.trigger.queue.rabbitmq.url", queue.rabbitmq.url)
+        field = "spec.trigger.queue.rabbitmq.managementUrl"
+        management = queue.rabbitmq.management_url
+        if management is not None and _check_host(field, management) != amqp_host:
+            raise KedaUnsupported(
+                f"{field}: must have the AMQP URL's host (the broker's credentials go nowhere else)"
+            )
     if queue.redis is not None:
         if queue.redis.url is None:
             raise KedaUnsupported(
