@@ -188,15 +188,17 @@ def trim(body: Body, kind: str | None = None, api_version: str | None = None) ->
 
     Items of a LIST response carry no kind, so the caller may name it. Strings that
     repeat across thousands of objects (kind, apiVersion, namespace) are interned.
-    A BackgroundJob keeps its spec (the CRD bounds it) and status (ours), and of
-    its annotations only bgjob.dev/ ones (run-now). A child keeps its labels and
-    annotations in our domains, its spec with long strings as digests (drift is
-    still seen), and only the status fields in READ_STATUS. Trimming a trimmed
-    body changes nothing.
+    A BackgroundJob keeps its spec (the CRD bounds it) and status (ours), its
+    labels in our domains and only bgjob.dev/ annotations (run-now). A child
+    keeps its labels and annotations in our domains, its spec with long strings as
+    digests (drift is still seen), and only the status fields in READ_STATUS.
+    Trimming a trimmed body changes nothing.
     """
     kind = _intern(kind or body.get("kind"))
     meta = _metadata(body.get("metadata"))
     if kind == KIND:
+        if "labels" in meta:
+            meta["labels"] = _ours(meta["labels"], _OUR_LABEL_PREFIXES)
         if "annotations" in meta:
             meta["annotations"] = _ours(meta["annotations"], ("bgjob.dev/",))
         return {

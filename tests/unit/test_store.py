@@ -385,6 +385,7 @@ def test_only_our_labels_and_annotations_of_a_child_are_held() -> None:
 
 def test_a_backgroundjob_keeps_its_spec_status_and_only_its_bgjob_annotations() -> None:
     body = bgjob()
+    body["metadata"]["labels"] = {"app.kubernetes.io/part-of": "shop", "tenant/pad": "y" * 63}
     body["metadata"]["annotations"] = {
         RUN_NOW_ANNOTATION: "2026-11-23",
         "kubectl.kubernetes.io/last-applied-configuration": BIG,
@@ -395,6 +396,7 @@ def test_a_backgroundjob_keeps_its_spec_status_and_only_its_bgjob_annotations() 
     kept = store.bgjob((NS, "solo"))
     assert kept is not None
     assert kept["metadata"]["annotations"] == {RUN_NOW_ANNOTATION: "2026-11-23"}
+    assert kept["metadata"]["labels"] == {"app.kubernetes.io/part-of": "shop"}
     assert kept["spec"] == body["spec"] and kept["status"] == {"state": "Running"}
     assert trim(kept) == kept
 
