@@ -151,7 +151,12 @@ class Runtime:
         # is cached, so only children of newer owners wait aside for them.
         started = time.monotonic()
         await self._sync(self._informers_for((KIND,), None))
-        await self._sync(self._informers_for(self.child_kinds, MANAGED_SELECTOR))
+        # Then every child kind but Job, then Jobs: a scheduled run's Job is held for
+        # its CronJob, so listing it first would set thousands aside, beyond their
+        # bound (store.MAX_PENDING per namespace), at every start.
+        kinds = self.child_kinds
+        await self._sync(self._informers_for([k for k in kinds if k != "Job"], MANAGED_SELECTOR))
+        await self._sync(self._informers_for([k for k in kinds if k == "Job"], MANAGED_SELECTOR))
         loop = asyncio.get_running_loop()
         if self.keda_installed and self.scaling_engine != "keda":
             await loop.run_in_executor(self.executor, self._load_stale_keda_children)

@@ -33,7 +33,7 @@ from bgjob import metrics
 from bgjob.api.models import KIND
 from bgjob.api.names import Body
 from bgjob.kube import RESOURCES, ApiError, Kube, WatchStream
-from bgjob.store import Key, Store, key_of
+from bgjob.store import Key, Store, key_of, trim
 
 log = logging.getLogger("bgjob.informer")
 
@@ -47,8 +47,11 @@ class Expired(Exception):
 class Sink(Protocol):
     """Where an informer's state goes."""
 
+    def trim(self, body: Body) -> Body:
+        """The part of one listed object the sink keeps (applied page by page)."""
+
     def replace(self, bodies: list[Body]) -> None:
-        """The whole scope, as one LIST returned it."""
+        """The whole scope, as one LIST returned it, each body already ``trim``-med."""
 
     def event(self, kind: str, body: Body) -> None:
         """One watch event: ADDED, MODIFIED or DELETED."""
@@ -163,8 +166,10 @@ class Informer:
                     items, token = [], None
                     continue
                 raise
-            items.extend(page.get("items") or [])
+            # Trimmed as each page arrives: a relist never holds the untrimmed list.
+            items.extend(self.sink.trim(item) for item in page.get("items") or [])
             meta = page.get("metadata") or {}
+            del page
             version = str(meta.get("resourceVersion") or version)
             token = meta.get("continue") or None
             if token is None:
@@ -238,8 +243,11 @@ class BackgroundJobSink:
         self.enqueue = enqueue
         self.namespace = namespace
 
+    def trim(self, body: Body) -> Body:
+        return trim(body, KIND)
+
     def replace(self, bodies: list[Body]) -> None:
-        changed = self.store.replace_bgjobs(bodies, self.namespace)
+        changed = self.store.replace_bgjobs(bodies, self.namespace, trimmed=True)
         if changed:
             self.enqueue(changed)
 
@@ -268,8 +276,13 @@ class ChildSink:
         self.api_version = RESOURCES[kind][0]
         self.namespace = namespace
 
+    def trim(self, body: Body) -> Body:
+        return trim(body, self.kind, self.api_version)
+
     def replace(self, bodies: list[Body]) -> None:
-        changed = self.store.replace_children(bodies, self.kind, self.api_version, self.namespace)
+        changed = self.store.replace_children(
+            bodies, self.kind, self.api_version, self.namespace, trimmed=True
+        )
         if changed:
             self.enqueue(changed)
 

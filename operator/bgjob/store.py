@@ -6,10 +6,12 @@ nothing makes no API call. Bodies are trimmed to what the operator reads.
 Only children a cached BackgroundJob controls are held: an ownerReference with
 ``controller: true`` and that BackgroundJob's uid (or, for a run, a CronJob held
 for it). A labelled object nobody of ours owns costs nothing. A child whose owner
-is not cached (yet) is held aside by its controller's uid, up to a bound, and
-adopted when the owner arrives: the watches of different kinds are not ordered,
-so a standby can see a child before its BackgroundJob. Anything beyond the bound
-is dropped; a reconcile reads a child it misses from the API server anyway.
+is not cached (yet) is held aside by its controller's uid and adopted when the
+owner arrives: the watches of different kinds are not ordered, so a standby can
+see a child before its BackgroundJob. That is bounded per namespace (the oldest
+goes first) and in time, so one namespace's orphans (any uid qualifies, and a
+finalizer keeps them) neither grow the cache nor push out another namespace's;
+a reconcile reads a child it misses from the API server anyway.
 
 After a relist, ``replace_*`` makes one kind in one scope exactly what the list
 returned and returns the BackgroundJobs whose view changed.
@@ -17,9 +19,12 @@ returned and returns the BackgroundJobs whose view changed.
 
 from __future__ import annotations
 
+import hashlib
 import sys
 import threading
-from collections.abc import Iterable
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from bgjob.api.models import KIND
@@ -29,8 +34,18 @@ Key = tuple[str, str]  # (namespace, name)
 ChildKey = tuple[str, str]  # (kind, name)
 ChildId = tuple[str, str, str]  # (kind, namespace, name)
 
-# Children held aside while their owner is not cached; beyond this they are dropped.
-MAX_PENDING = 10_000
+# Children held aside while their owner is not cached: at most this many per
+# namespace (the oldest goes first), each for at most PENDING_SECONDS. The watches of
+# different kinds are not ordered, so an owner normally arrives within moments.
+MAX_PENDING = 100
+PENDING_SECONDS = 60.0
+
+# A string longer than this in a child's spec or metadata is held as its digest: a
+# tenant's 1 MB env value costs 80 bytes, and drift is still seen (see Digest).
+DIGEST_ABOVE = 256
+# Status strings shown to users (a condition's message) are cut at this length.
+MAX_MESSAGE = 4096
+MAX_CONDITIONS = 16
 
 _KEPT_METADATA = (
     "name",
@@ -45,19 +60,117 @@ _KEPT_METADATA = (
     "ownerReferences",
 )
 _KEPT_OWNER_FIELDS = ("apiVersion", "kind", "name", "uid", "controller")
+# Label and annotation domains the operator reads or sets; others are not held.
+_OUR_LABEL_PREFIXES = ("app.kubernetes.io/", "bgjob.dev/")
+_OUR_ANNOTATION_PREFIXES = ("bgjob.dev/", "autoscaling.keda.sh/")
+_CONDITION_FIELDS = ("type", "status", "reason", "message", "lastTransitionTime")
+
+# What each child kind's status is read for (bgjob.status, bgjob.runs, bgjob.plan).
+# Kept here, next to the trimming, so those modules stay pure; a field they start
+# reading must be added here (tests/unit/test_store.py holds every one of them).
+READ_STATUS: dict[str, tuple[str, ...]] = {
+    "Deployment": (
+        "observedGeneration",
+        "replicas",
+        "readyReplicas",
+        "updatedReplicas",
+        "conditions",
+    ),
+    "StatefulSet": (
+        "observedGeneration",
+        "replicas",
+        "readyReplicas",
+        "updatedReplicas",
+        "currentRevision",
+        "updateRevision",
+        "conditions",
+    ),
+    "CronJob": ("lastScheduleTime", "lastSuccessfulTime"),
+    "Job": ("startTime", "completionTime", "conditions", "active", "ready"),
+}
+# Kinds whose spec nothing reads (a run's Job is created once, never compared).
+UNREAD_SPEC = frozenset({"Job"})
+
+
+class Digest(str):
+    """A long string held as its SHA-256: equal to any string with that digest.
+
+    ``reconcile.covers`` compares observed values to desired ones with ``==``; the
+    observed side is the left operand, so a Digest compares by content and a value
+    the operator set (however long) still matches, while an edit does not.
+    """
+
+    __slots__ = ()
+
+    @classmethod
+    def of(cls, value: str) -> Digest:
+        return cls("sha256:" + hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Digest):
+            return str.__eq__(self, other)
+        if isinstance(other, str):
+            return str.__eq__(self, Digest.of(other))
+        return NotImplemented
+
+    def __ne__(self, other: object) -> bool:
+        same = self.__eq__(other)
+        return same if same is NotImplemented else not same
+
+    __hash__ = str.__hash__
 
 
 def _intern(value: Any) -> Any:
     return sys.intern(value) if isinstance(value, str) else value
 
 
-def trim(body: Body, kind: str | None = None, api_version: str | None = None) -> Body:
-    """Keep what reconcile and status read; drop managedFields and the like.
+def compact(value: Any) -> Any:
+    """A copy of a JSON value with every long string replaced by its Digest."""
+    if isinstance(value, str):
+        if len(value) > DIGEST_ABOVE and not isinstance(value, Digest):
+            return Digest.of(value)
+        return value
+    if isinstance(value, dict):
+        return {_intern(k): compact(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [compact(v) for v in value]
+    return value
 
-    Items of a LIST response carry no kind, so the caller may name it. Strings that
-    repeat across thousands of objects (kind, apiVersion, namespace) are interned.
-    """
-    meta = body.get("metadata") or {}
+
+def _ours(mapping: Any, prefixes: tuple[str, ...]) -> dict[str, Any]:
+    if not isinstance(mapping, dict):
+        return {}
+    return {
+        _intern(k): compact(v)
+        for k, v in mapping.items()
+        if isinstance(k, str) and k.startswith(prefixes)
+    }
+
+
+def _short(value: Any) -> Any:
+    return value[:MAX_MESSAGE] if isinstance(value, str) else value
+
+
+def _child_status(kind: str, status: Any) -> dict[str, Any]:
+    if not isinstance(status, dict):
+        return {}
+    kept: dict[str, Any] = {}
+    for name in READ_STATUS.get(kind, ()):
+        if name not in status:
+            continue
+        value = status[name]
+        if name == "conditions":
+            value = [
+                {k: _short(c[k]) for k in _CONDITION_FIELDS if k in c}
+                for c in (value if isinstance(value, list) else [])[:MAX_CONDITIONS]
+                if isinstance(c, dict)
+            ]
+        kept[name] = _short(value)
+    return kept
+
+
+def _metadata(meta: Any) -> dict[str, Any]:
+    meta = meta if isinstance(meta, dict) else {}
     kept = {k: meta[k] for k in _KEPT_METADATA if k in meta}
     if "namespace" in kept:
         kept["namespace"] = _intern(kept["namespace"])
@@ -67,12 +180,45 @@ def trim(body: Body, kind: str | None = None, api_version: str | None = None) ->
             for ref in kept["ownerReferences"] or []
             if isinstance(ref, dict)
         ]
+    return kept
+
+
+def trim(body: Body, kind: str | None = None, api_version: str | None = None) -> Body:
+    """Keep what reconcile and status read; drop managedFields and the like.
+
+    Items of a LIST response carry no kind, so the caller may name it. Strings that
+    repeat across thousands of objects (kind, apiVersion, namespace) are interned.
+    A BackgroundJob keeps its spec (the CRD bounds it) and status (ours), its
+    labels in our domains and only bgjob.dev/ annotations (run-now). A child
+    keeps its labels and annotations in our domains, its spec with long strings as
+    digests (drift is still seen), and only the status fields in READ_STATUS.
+    Trimming a trimmed body changes nothing.
+    """
+    kind = _intern(kind or body.get("kind"))
+    meta = _metadata(body.get("metadata"))
+    if kind == KIND:
+        if "labels" in meta:
+            meta["labels"] = _ours(meta["labels"], _OUR_LABEL_PREFIXES)
+        if "annotations" in meta:
+            meta["annotations"] = _ours(meta["annotations"], ("bgjob.dev/",))
+        return {
+            "apiVersion": _intern(api_version or body.get("apiVersion")),
+            "kind": kind,
+            "metadata": meta,
+            "spec": body.get("spec") or {},
+            "status": body.get("status") or {},
+        }
+    if "labels" in meta:
+        meta["labels"] = _ours(meta["labels"], _OUR_LABEL_PREFIXES)
+    if "annotations" in meta:
+        meta["annotations"] = _ours(meta["annotations"], _OUR_ANNOTATION_PREFIXES)
+    spec = body.get("spec") or {}
     return {
         "apiVersion": _intern(api_version or body.get("apiVersion")),
-        "kind": _intern(kind or body.get("kind")),
-        "metadata": kept,
-        "spec": body.get("spec") or {},
-        "status": body.get("status") or {},
+        "kind": kind,
+        "metadata": meta,
+        "spec": {} if kind in UNREAD_SPEC else compact(spec),
+        "status": _child_status(str(kind), body.get("status")),
     }
 
 
@@ -104,7 +250,12 @@ def _in_scope(namespace: str, scope: str | None) -> bool:
 class Store:
     """Thread-safe maps: BackgroundJobs by key, children by their owner's key."""
 
-    def __init__(self, max_pending: int = MAX_PENDING) -> None:
+    def __init__(
+        self,
+        max_pending: int = MAX_PENDING,
+        pending_seconds: float = PENDING_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._lock = threading.Lock()
         self._bgjobs: dict[Key, Body] = {}
         self._bgjob_uids: dict[str, Key] = {}
@@ -114,8 +265,12 @@ class Store:
         # Children whose controller is not cached, by the controller's uid.
         self._pending: dict[str, dict[ChildId, Body]] = {}
         self._pending_uid: dict[ChildId, str] = {}
-        self.max_pending = max_pending
-        self.dropped = 0  # children dropped because the pending bound was reached
+        # Per namespace, the children held aside, oldest first, with their deadline.
+        self._pending_order: dict[str, OrderedDict[ChildId, float]] = {}
+        self.max_pending = max_pending  # per namespace
+        self.pending_seconds = pending_seconds
+        self.clock = clock
+        self.dropped = 0  # children dropped: bound reached, or held aside too long
 
     # --- BackgroundJobs -----------------------------------------------------------------
 
@@ -182,12 +337,15 @@ class Store:
         with self._lock:
             return list(self._bgjobs)
 
-    def replace_bgjobs(self, bodies: Iterable[Body], namespace: str | None) -> set[Key]:
-        """Make the BackgroundJobs in ``namespace`` (None: all) exactly ``bodies``.
+    def replace_bgjobs(
+        self, bodies: Iterable[Body], namespace: str | None, *, trimmed: bool = False
+    ) -> set[Key]:
+        """Make the BackgroundJobs in ``namespace`` (None: all) exactly ``bodies``
+        (already ``trim``-med when ``trimmed``).
 
         Returns the keys that appeared, changed or vanished.
         """
-        listed = {key_of(b): trim(b, KIND) for b in bodies}
+        listed = {key_of(b): b if trimmed else trim(b, KIND) for b in bodies}
         changed: set[Key] = set()
         with self._lock:
             for key in [k for k in self._bgjobs if _in_scope(k[0], namespace)]:
@@ -258,16 +416,38 @@ class Store:
         controller = controller_of(child)
         if controller is None or controller[0] not in (KIND, "CronJob"):
             return  # Not ours in any way: never held.
-        if len(self._pending_uid) >= self.max_pending:
+        now = self.clock()
+        self._expire(cid[1], now)
+        order = self._pending_order.setdefault(cid[1], OrderedDict())
+        while order and len(order) >= self.max_pending:
+            self._unpend(next(iter(order)))  # the oldest goes first
+            self.dropped += 1
+        if self.max_pending <= 0:
             self.dropped += 1
             return
         self._pending.setdefault(controller[1], {})[cid] = child
         self._pending_uid[cid] = controller[1]
+        self._pending_order.setdefault(cid[1], OrderedDict())[cid] = now + self.pending_seconds
+
+    def _expire(self, namespace: str, now: float) -> None:
+        """Drop the children held aside in ``namespace`` past their deadline."""
+        order = self._pending_order.get(namespace)
+        while order:
+            cid, deadline = next(iter(order.items()))
+            if deadline > now:
+                break
+            self._unpend(cid)
+            self.dropped += 1
 
     def _unpend(self, cid: ChildId) -> None:
         uid = self._pending_uid.pop(cid, None)
         if uid is None:
             return
+        order = self._pending_order.get(cid[1])
+        if order is not None:
+            order.pop(cid, None)
+            if not order:
+                del self._pending_order[cid[1]]
         waiting = self._pending.get(uid)
         if waiting is not None:
             waiting.pop(cid, None)
@@ -276,8 +456,8 @@ class Store:
 
     def _adopt(self, uid: str, owner: Key) -> None:
         """Hold the children that waited for the controller with this uid."""
-        for cid, child in list(self._pending.pop(uid, {}).items()):
-            self._pending_uid.pop(cid, None)
+        for cid, child in list(self._pending.get(uid, {}).items()):
+            self._unpend(cid)
             self._put_child(child)
 
     def refresh_child(
@@ -308,15 +488,22 @@ class Store:
             return self._unhold(cid)
 
     def replace_children(
-        self, bodies: Iterable[Body], kind: str, api_version: str, namespace: str | None
+        self,
+        bodies: Iterable[Body],
+        kind: str,
+        api_version: str,
+        namespace: str | None,
+        *,
+        trimmed: bool = False,
     ) -> set[Key]:
-        """Make the ``kind`` children in ``namespace`` (None: all) exactly ``bodies``.
+        """Make the ``kind`` children in ``namespace`` (None: all) exactly ``bodies``
+        (already ``trim``-med when ``trimmed``).
 
         Returns the owners whose children appeared, changed or vanished.
         """
         listed: dict[ChildId, Body] = {}
         for body in bodies:
-            child = trim(body, kind, api_version)
+            child = body if trimmed else trim(body, kind, api_version)
             meta = child["metadata"]
             listed[(kind, meta.get("namespace") or "default", meta["name"])] = child
         changed: set[Key] = set()
@@ -360,6 +547,9 @@ class Store:
     def pending(self) -> int:
         """How many children wait aside for an owner that is not cached."""
         with self._lock:
+            now = self.clock()
+            for namespace in list(self._pending_order):
+                self._expire(namespace, now)
             return len(self._pending_uid)
 
     def statuses(self) -> list[tuple[Key, dict[str, Any]]]:

@@ -353,3 +353,41 @@ def test_stop_ends_an_open_watch_at_once(
     informer.join(5)
     assert time.monotonic() - started < 2
     assert informer._thread is not None and not informer._thread.is_alive()
+
+
+def test_a_relist_trims_each_page_before_asking_for_the_next(
+    script: Script, kube: Kube, running: Callable[[Informer], Informer]
+) -> None:
+    store, queue = Store(), Queue()
+    store.put_bgjob(bgjob("solo", "5"))
+    padded = []
+    for i in range(5):
+        body = deployment(f"d{i}", "15", "solo")
+        body["spec"]["template"] = {"spec": {"containers": [{"env": [{"value": "x" * 100_000}]}]}}
+        body["status"] = {"tenant": "y" * 100_000, "replicas": 1}
+        padded.append(body)
+    script.lists = [("20", padded)]
+    script.watches = [[{"sleep": 5}]]
+
+    class Spy(ChildSink):
+        trimmed_at: list[int] = []  # LIST requests made when each item was trimmed
+        replaced: list[dict[str, Any]] = []
+
+        def trim(self, body: dict[str, Any]) -> dict[str, Any]:
+            self.trimmed_at.append(len(lists(script)))
+            return super().trim(body)
+
+        def replace(self, bodies: list[dict[str, Any]]) -> None:
+            self.replaced.extend(bodies)
+            super().replace(bodies)
+
+    sink = Spy(store, queue, "Deployment", NS)
+    informer = Informer(kube, "Deployment", NS, sink)
+    informer.page_size = 2
+    running(informer)
+
+    eventually(lambda: informer.lists == 1)
+    assert sink.trimmed_at == [1, 1, 2, 2, 3]  # page by page, not at the end of the list
+    assert len(sink.replaced) == 5
+    assert all(len(json.dumps(body)) < 2_000 for body in sink.replaced)
+    assert len(store.children((NS, "solo"))) == 5

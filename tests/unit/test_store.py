@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 
-from bgjob.store import Store
+from bgjob.api.names import RUN_NOW_ANNOTATION, SPEC_HASH_ANNOTATION
+from bgjob.reconcile import needs_apply
+from bgjob.store import MAX_MESSAGE, Digest, Store, compact, trim
 
 NS = "shop"
 UID = "uid-solo-1"
@@ -224,3 +227,232 @@ def test_a_relist_of_children_drops_the_vanished_and_reports_their_owners() -> N
     assert changed == {(NS, "solo"), (NS, "other")}
     assert names(store) == {("CronJob", "solo")}  # another kind: untouched
     assert names(store, "other") == {("Deployment", "other")}
+
+
+# --- what a tenant can make the operator hold -------------------------------------------
+
+BIG = "x" * 1_000_000
+
+
+def worker(env_value: str = "1", *, tenant_env: str | None = None) -> dict[str, Any]:
+    """A Deployment as the API server returns it: ours, with defaults and extras."""
+    env = [{"name": "MODE", "value": env_value}]
+    if tenant_env is not None:
+        env.append({"name": "PAD", "value": tenant_env})
+    body = owned(
+        "Deployment",
+        "solo",
+        labels={"app.kubernetes.io/instance": "solo", "tenant/pad": "y" * 63},
+        annotations={
+            SPEC_HASH_ANNOTATION: "h1",
+            "kubectl.kubernetes.io/last-applied-configuration": BIG,
+        },
+    )
+    body["spec"] = {
+        "replicas": 2,
+        "revisionHistoryLimit": 10,
+        "template": {
+            "metadata": {"labels": {"app.kubernetes.io/instance": "solo"}},
+            "spec": {
+                "containers": [
+                    {"name": "worker", "image": "worker:1", "env": env, "imagePullPolicy": "Always"}
+                ]
+            },
+        },
+    }
+    body["status"] = {
+        "observedGeneration": 3,
+        "replicas": 2,
+        "readyReplicas": 2,
+        "updatedReplicas": 2,
+        "conditions": [
+            {"type": "Available", "status": "True", "reason": "R", "message": "m" * 100_000}
+        ],
+        "tenantPad": BIG,
+    }
+    return body
+
+
+def desired_worker(env_value: str = "1") -> dict[str, Any]:
+    """What the operator would apply for that Deployment."""
+    return {
+        "metadata": {
+            "labels": {"app.kubernetes.io/instance": "solo"},
+            "annotations": {SPEC_HASH_ANNOTATION: "h1"},
+        },
+        "spec": {
+            "template": {
+                "metadata": {"labels": {"app.kubernetes.io/instance": "solo"}},
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "worker",
+                            "image": "worker:1",
+                            "env": [{"name": "MODE", "value": env_value}],
+                        }
+                    ]
+                },
+            }
+        },
+    }
+
+
+def held(body: dict[str, Any], kind: str = "Deployment") -> dict[str, Any]:
+    store = Store()
+    store.put_bgjob(bgjob())
+    store.put_child(body, kind, "apps/v1" if kind != "Job" else "batch/v1")
+    return store.children((NS, "solo"))[(kind, "solo")]
+
+
+def size(value: Any) -> int:
+    return len(json.dumps(value))
+
+
+def test_a_tenants_megabyte_env_value_is_held_as_a_digest_and_still_seen_as_drift() -> None:
+    child = held(worker(tenant_env=BIG))
+    assert size(child) < 10_000  # was over 1 MB; a 4 KB message cap dominates
+    # The extra env entry is still there (as a digest): the env list differs from ours.
+    assert needs_apply(child, desired_worker())
+    assert not needs_apply(held(worker()), desired_worker())
+
+
+def test_a_long_value_the_operator_set_still_matches_and_an_edit_of_it_does_not() -> None:
+    ours = "v" * 5_000
+    child = held(worker(ours))
+    assert size(child) < 10_000  # was over 1 MB; a 4 KB message cap dominates
+    assert not needs_apply(child, desired_worker(ours))
+    assert needs_apply(held(worker(ours[:-1] + "w")), desired_worker(ours))
+    assert needs_apply(held(worker("1")), desired_worker(ours))
+
+
+@pytest.mark.parametrize(
+    ("observed", "desired", "same"),
+    [
+        ("a" * 300, "a" * 300, True),
+        ("a" * 300, "a" * 299 + "b", False),
+        ("a" * 300, "short", False),
+        ("a" * 300, None, False),
+        ("a" * 300, 3, False),
+    ],
+)
+def test_a_digest_equals_exactly_the_strings_with_its_content(
+    observed: str, desired: Any, same: bool
+) -> None:
+    digest = compact(observed)
+    assert isinstance(digest, Digest) and len(digest) < 100
+    assert (digest == desired) is same
+    assert (digest != desired) is not same
+    assert compact(digest) is digest  # trimming twice changes nothing
+
+
+def test_only_the_status_fields_the_operator_reads_are_held() -> None:
+    status = held(worker())["status"]
+    assert set(status) == {
+        "observedGeneration",
+        "replicas",
+        "readyReplicas",
+        "updatedReplicas",
+        "conditions",
+    }
+    (cond,) = status["conditions"]
+    assert cond["type"] == "Available" and len(cond["message"]) == MAX_MESSAGE
+    job = owned("Job", "solo")
+    job["spec"] = {"template": {"spec": {"containers": [{"name": "c", "env": [{"value": BIG}]}]}}}
+    job["status"] = {
+        "startTime": "t0",
+        "completionTime": "t1",
+        "active": 1,
+        "ready": 1,
+        "conditions": [{"type": "Complete", "status": "True", "lastTransitionTime": "t1"}],
+        "uncountedTerminatedPods": {"succeeded": ["u"] * 1000},
+    }
+    held_job = held(job, "Job")
+    assert held_job["spec"] == {}
+    assert set(held_job["status"]) == {
+        "startTime",
+        "completionTime",
+        "active",
+        "ready",
+        "conditions",
+    }
+
+
+def test_only_our_labels_and_annotations_of_a_child_are_held() -> None:
+    meta = held(worker())["metadata"]
+    assert meta["labels"] == {"app.kubernetes.io/instance": "solo"}
+    assert meta["annotations"] == {SPEC_HASH_ANNOTATION: "h1"}
+
+
+def test_a_backgroundjob_keeps_its_spec_status_and_only_its_bgjob_annotations() -> None:
+    body = bgjob()
+    body["metadata"]["labels"] = {"app.kubernetes.io/part-of": "shop", "tenant/pad": "y" * 63}
+    body["metadata"]["annotations"] = {
+        RUN_NOW_ANNOTATION: "2026-11-23",
+        "kubectl.kubernetes.io/last-applied-configuration": BIG,
+    }
+    body["status"] = {"state": "Running"}
+    store = Store()
+    store.put_bgjob(body)
+    kept = store.bgjob((NS, "solo"))
+    assert kept is not None
+    assert kept["metadata"]["annotations"] == {RUN_NOW_ANNOTATION: "2026-11-23"}
+    assert kept["metadata"]["labels"] == {"app.kubernetes.io/part-of": "shop"}
+    assert kept["spec"] == body["spec"] and kept["status"] == {"state": "Running"}
+    assert trim(kept) == kept
+
+
+def test_trimming_a_trimmed_child_changes_nothing() -> None:
+    once = trim(worker(tenant_env=BIG), "Deployment", "apps/v1")
+    assert trim(once, "Deployment", "apps/v1") == once
+
+
+# --- children held aside ----------------------------------------------------------------
+
+
+def orphan(i: int, namespace: str = "evil", owner_uid: str | None = None) -> dict[str, Any]:
+    body = owned("Deployment", f"d{i}", owner_uid=owner_uid or f"nobody-{i}")
+    body["metadata"]["namespace"] = namespace
+    return body
+
+
+def test_ten_thousand_orphans_in_one_namespace_hold_the_bound_and_evict_no_other() -> None:
+    store = Store(max_pending=100)
+    store.put_child(orphan(0, "good", owner_uid="uid-late"), "Deployment", "apps/v1")
+    for i in range(10_000):
+        store.put_child(orphan(i), "Deployment", "apps/v1")
+    assert store.pending() == 100 + 1
+    # The oldest went first: the newest hundred are the ones held.
+    late = bgjob("late", uid="uid-late")
+    late["metadata"]["namespace"] = "good"
+    store.put_bgjob(late)
+    assert set(store.children(("good", "late"))) == {("Deployment", "d0")}
+    assert store.pending() == 100
+    newest = bgjob("new", uid="nobody-9999")
+    newest["metadata"]["namespace"] = "evil"
+    store.put_bgjob(newest)
+    assert set(store.children(("evil", "new"))) == {("Deployment", "d9999")}
+    oldest = bgjob("old", uid="nobody-0")
+    oldest["metadata"]["namespace"] = "evil"
+    store.put_bgjob(oldest)
+    assert store.children(("evil", "old")) == {}
+
+
+def test_a_child_held_aside_is_dropped_after_its_time() -> None:
+    now = [0.0]
+    store = Store(pending_seconds=60, clock=lambda: now[0])
+    store.put_child(orphan(1, NS, owner_uid=UID), "Deployment", "apps/v1")
+    now[0] = 59.0
+    assert store.pending() == 1
+    now[0] = 61.0
+    assert store.pending() == 0
+    store.put_bgjob(bgjob())
+    assert store.children((NS, "solo")) == {}
+
+
+# --- memory: a figure a user would notice ---------------------------------------------
+
+
+def test_two_thousand_children_with_100_kb_env_values_hold_under_10_kb_each() -> None:
+    from benchmarks.store_memory import held_bytes_per_child
+
+    assert held_bytes_per_child(children=2_000, env_bytes=100_000) < 10_000
