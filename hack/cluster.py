@@ -562,8 +562,9 @@ def _start(bindir: Path, procs: dict) -> None:
             f"--service-cluster-ip-range={SERVICE_CIDR}",
             "--leader-elect=false",
             "--profiling=false",
-            # kwok renews the node Leases; on a loaded 2-core machine a renewal
-            # can come late. Don't mark nodes (and so their pods) NotReady for that.
+            # kwok's fake nodes beat by a node status update every 20-25 s (no
+            # Leases; hack/kwok/stages.yaml); on a loaded 2-core machine a beat can
+            # come late. Don't mark nodes (and so their pods) NotReady for that.
             "--node-monitor-grace-period=5m",
         ],
     )
