@@ -102,7 +102,7 @@ def desired_children(
     """
     jobs = job_runs(bgj, children)
     # The status is written whatever else happens in this pass: a failure is recorded now.
-    plan = Plan(problem=problem, pods_of=unrecorded_failure(bgj, jobs))
+    plan = Plan(problem=problem, pods_of=unrecorded_failure(bgj, jobs), runs=Runs.recorded(bgj))
     if problem is not None:
         return plan
     runs = plan_runs(bgj, jobs, now)
@@ -138,10 +138,7 @@ def desired_children(
         )
         plan.wake_after = SINGLETON_POLL_SECONDS
         # Nothing new starts, the run-now request included: the next pass takes it.
-        plan.runs = Runs(
-            run_now_handled=bgj.status.run_now_handled,
-            once_run_started=bgj.status.once_run_started,
-        )
+        plan.runs = Runs.recorded(bgj)
         plan.events = []
         return plan
     plan.prune = _unwanted(bgj, children, wanted)

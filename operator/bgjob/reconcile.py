@@ -497,7 +497,9 @@ class Reconciler:
         ).model_copy(
             update={
                 "run_now_handled": runs.run_now_handled,
-                "once_run_started": runs.once_run_started if is_once else None,
+                # Kept whatever the trigger is: once means once, also after a trigger
+                # changed to another and back (docs/api.md).
+                "once_run_started": runs.once_run_started,
             }
         )
         self._events_from_transition(work, bgj.status, status)

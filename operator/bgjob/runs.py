@@ -116,18 +116,39 @@ def once_due(bgj: BackgroundJob, now: datetime) -> datetime:
     return due if due.tzinfo else due.replace(tzinfo=UTC)
 
 
+def once_run_of(job: Body) -> str | None:
+    """The uid of the BackgroundJob a Job says it is the once-run of (its
+    ``bgjob.dev/once-run: <uid>/<generation>`` annotation); None for any other Job."""
+    annotations: dict[str, str] = job["metadata"].get("annotations") or {}
+    identity = annotations.get(ONCE_RUN_ANNOTATION)
+    if not identity:
+        return None
+    return identity.split("/", 1)[0] or None
+
+
+def is_once_run(job: Body, bgj: BackgroundJob) -> bool:
+    """This BackgroundJob's once-run: a Job it controls that carries its uid in the
+    once-run annotation, or its name (a Job from before the annotation). When in
+    doubt it counts: at most once."""
+    if not controlled_by(job, bgj.metadata.uid):
+        return False
+    return once_run_of(job) == bgj.metadata.uid or _name(job) == bgj.metadata.name
+
+
 def once_started(bgj: BackgroundJob, jobs: Sequence[Body]) -> bool:
     """Whether the once-run (not a manual run) was started: it never starts twice.
 
-    ``status.onceRunStarted`` is written before the Job is created, so a restart
-    that finds neither the Job (deleted after ``ttlSecondsAfterFinished``) nor its
-    record still knows it ran.
+    ``status.onceRunStarted`` is written before the Job is created and kept
+    whatever the trigger becomes, so a restart, or a trigger changed to another
+    and back to once, that finds neither the Job (deleted after
+    ``ttlSecondsAfterFinished``, or with the old workload) nor its result still
+    knows it ran.
     """
     name = bgj.metadata.name
     last_run = bgj.status.last_run
     return (
         bgj.status.once_run_started is not None
-        or any(_name(job) == name and controlled_by(job, bgj.metadata.uid) for job in jobs)
+        or any(is_once_run(job, bgj) for job in jobs)
         or (last_run is not None and last_run.name == name)
         or name in (bgj.status.active_runs or [])
     )
@@ -135,11 +156,10 @@ def once_started(bgj: BackgroundJob, jobs: Sequence[Body]) -> bool:
 
 def once_run_lost(bgj: BackgroundJob, jobs: Sequence[Body]) -> bool:
     """Started, yet neither its Job nor any run's result is left to tell how it went."""
-    name = bgj.metadata.name
     return (
         bgj.status.once_run_started is not None
         and bgj.status.last_run is None
-        and not any(_name(job) == name for job in jobs)
+        and not any(is_once_run(job, bgj) for job in jobs)
     )
 
 
@@ -171,6 +191,14 @@ class Runs:
     # Set before the once-run's Job is created (see ``once_started``).
     once_run_started: str | None = None
 
+    @classmethod
+    def recorded(cls, bgj: BackgroundJob) -> Runs:
+        """Nothing to do; what status recorded is kept (whatever the trigger is now)."""
+        return cls(
+            run_now_handled=bgj.status.run_now_handled,
+            once_run_started=bgj.status.once_run_started,
+        )
+
     def wake(self, seconds: float) -> None:
         """Look again in ``seconds`` at the latest."""
         if self.wake_after is None or seconds < self.wake_after:
@@ -187,10 +215,7 @@ def run_now_policy(bgj: BackgroundJob) -> Overlap:
 
 def plan_runs(bgj: BackgroundJob, jobs: Sequence[Body], now: datetime) -> Runs:
     """Runs to start and delete for ``bgj``, given every Job that is one of its runs."""
-    runs = Runs(
-        run_now_handled=bgj.status.run_now_handled,
-        once_run_started=bgj.status.once_run_started,
-    )
+    runs = Runs.recorded(bgj)
     kind = bgj.spec.trigger.kind
     # Deleting Jobs count as active until they are gone: their pods may still run.
     active = [job for job in jobs if not is_finished(job)]

@@ -398,7 +398,10 @@ def status_from(
         "trigger": trigger,
         "queue_length": queue_length if trigger == "queue" else None,
         "run_now_handled": previous.run_now_handled,
-        "last_run": last_run if trigger in ("schedule", "once") else None,
+        # The record of the last run outlives a trigger without runs: back to once,
+        # it tells how the once-run went (and that it ran).
+        "last_run": last_run,
+        "once_run_started": previous.once_run_started,
         "active_runs": active or None,
         "last_successful_time": max(successes) if successes else None,
     }

@@ -8,23 +8,28 @@ held back, when to look again, and what status records.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from specs import CREATED, body
 
 from bgjob.api.models import parse
+from bgjob.kube import Kube
+from bgjob.reconcile import Reconciler
 from bgjob.runs import (
     failure_message,
     failure_reason,
+    is_finished,
     once_identity,
     plan_runs,
     run_failure,
     run_pods_selector,
     trim_pod,
 )
+from bgjob.store import Store
 from bgjob.workloads.runs import manual_run_name
 
 UID = "0b7c3e2a-uid"
@@ -45,8 +50,10 @@ def job(
     created: str = "2026-03-01T12:01:00Z",
     completed: str = "2026-03-01T12:02:00Z",
     deleting: bool = False,
+    once_of: str | None = None,
 ) -> dict[str, Any]:
-    """A run's Job: ours (once, manual) carry our owner reference; scheduled ones the CronJob's."""
+    """A run's Job: ours (once, manual) carry our owner reference; scheduled ones the CronJob's.
+    ``once_of`` is the once-run annotation's ``<uid>/<generation>``."""
     owner = (
         {"kind": "CronJob", "name": "worker", "uid": "cron-uid", "controller": True}
         if run == "scheduled"
@@ -60,6 +67,8 @@ def job(
     }
     if deleting:
         meta["deletionTimestamp"] = "2026-03-01T12:04:00Z"
+    if once_of:
+        meta["annotations"] = {"bgjob.dev/once-run": once_of}
     status: dict[str, Any] = {}
     if state != "active":
         kind = "Complete" if state == "succeeded" else "Failed"
@@ -108,6 +117,8 @@ CASES = [
          status={"onceRunStarted": "2026-03-01T12:00:05Z"}, once_started=True),
     Case("once, its Job exists (status write lost): not again", ONCE_NOW,
          jobs=[job("worker", "once", state="succeeded")]),
+    Case("once, a Job of ours carries our uid in its once-run annotation: not again", ONCE_NOW,
+         jobs=[job("worker-1", "once", state="succeeded", once_of=f"{UID}/1")]),
     Case("once, its result recorded: not again", ONCE_NOW,
          status={"lastRun": {"name": "worker", "result": "Succeeded"}}),
     Case("once, singleton, a manual run active: waits for it", ONCE_NOW, singleton=True,
@@ -376,3 +387,131 @@ def test_a_trimmed_pod_keeps_no_spec_env_logs_or_messages_of_its_containers() ->
 
 def test_the_run_pods_selector_is_the_job_controllers_label() -> None:
     assert run_pods_selector("nightly-29012345") == "batch.kubernetes.io/job-name=nightly-29012345"
+
+
+# --- once means once, also across trigger changes ----------------------------------------
+#
+# Each row replays a BackgroundJob's life through the reconciler against an in-memory
+# API server: the triggers it is edited to, one after the other (a few passes each,
+# Jobs finishing and, where the row says so, removed by ttlSecondsAfterFinished
+# between them), and counts how often the once-run's Job was created.
+
+
+class Cluster:
+    """An in-memory API server that keeps what the reconciler writes."""
+
+    def __init__(self, bgj: dict[str, Any]) -> None:
+        self.bgj = bgj
+        self.objects: dict[tuple[str, str], dict[str, Any]] = {}
+        self.created: list[str] = []
+        self.version = 10
+
+    def _stamp(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        self.version += 1
+        obj = copy.deepcopy(manifest)
+        meta = obj["metadata"]
+        meta["resourceVersion"] = str(self.version)
+        meta.setdefault("creationTimestamp", "2026-03-01T12:04:00Z")
+        self.objects[(obj["kind"], meta["name"])] = obj
+        return copy.deepcopy(obj)
+
+    def apply(self, manifest: dict[str, Any], manager: str = "") -> dict[str, Any]:
+        return self._stamp(manifest)
+
+    def create(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        self.created.append(manifest["metadata"]["name"])
+        return self._stamp(manifest)
+
+    def delete(self, kind: str, namespace: str, name: str, propagation: str) -> None:
+        self.objects.pop((kind, name), None)
+
+    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        found = self.objects.get((kind, name))
+        return copy.deepcopy(found) if found else None
+
+    def list(self, kind: str, label_selector: str, namespace: str | None = None) -> list[Any]:
+        return [copy.deepcopy(o) for (k, _), o in self.objects.items() if k == kind]
+
+    def apply_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
+        self.bgj["status"] = copy.deepcopy(status)
+        return copy.deepcopy(self.bgj)
+
+    def event(self, involved: dict[str, Any], kind: str, reason: str, message: str) -> None:
+        pass
+
+    def finish_runs(self) -> None:
+        """Every Job's pods exit 0 (the Job controller's work)."""
+        for (kind, _), obj in self.objects.items():
+            if kind == "Job" and not (obj.get("status") or {}).get("conditions"):
+                obj["status"] = {
+                    "startTime": "2026-03-01T12:04:00Z",
+                    "completionTime": "2026-03-01T12:04:30Z",
+                    "conditions": [{"type": "Complete", "status": "True"}],
+                }
+
+    def expire_runs(self) -> None:
+        """ttlSecondsAfterFinished removes the finished Jobs."""
+        for key in [k for k, o in self.objects.items() if k[0] == "Job" and is_finished(o)]:
+            del self.objects[key]
+
+    def reconcile(self) -> None:
+        """One pass, on a cache that sees everything the API server holds."""
+        store = Store()
+        store.put_bgjob(copy.deepcopy(self.bgj))
+        for obj in self.objects.values():
+            store.put_child(copy.deepcopy(obj), obj["kind"], obj["apiVersion"])
+        Reconciler(cast(Kube, self), store, clock=lambda: NOW).reconcile(("shop", "worker"))
+
+
+@dataclass
+class Flip:
+    id: str
+    triggers: list[dict[str, Any]]
+    singleton: bool = False
+    expire: bool = False  # the finished Jobs are removed after each trigger
+    run_now: str | None = None  # annotated all along, handled at the start
+    once_runs: int = 1  # how often the once-run's Job is created, in all
+    state: str = "Succeeded"  # the BackgroundJob's state at the end
+
+
+# fmt: off
+FLIPS = [
+    Flip("once ran; continuous; once again: not again", [ONCE_NOW, {"continuous": {}}, ONCE_NOW]),
+    Flip("once ran; singleton continuous; once again: not again",
+         [ONCE_NOW, {"continuous": {}}, ONCE_NOW], singleton=True),
+    Flip("once ran; schedule; once again: not again", [ONCE_NOW, NIGHTLY, ONCE_NOW]),
+    Flip("once ran; schedule, its Job gone after its TTL; once again: not again",
+         [ONCE_NOW, NIGHTLY, ONCE_NOW], expire=True),
+    Flip("once ran; queue; once again: not again",
+         [ONCE_NOW, {"queue": {"redis": {"url": "redis://redis.shop:6379/0", "list": "jobs"}}},
+          ONCE_NOW]),
+    Flip("once ran; continuous; schedule; once again: not again",
+         [ONCE_NOW, {"continuous": {}}, NIGHTLY, ONCE_NOW], expire=True),
+    Flip("once ran; another once spec (delay): not again",
+         [ONCE_NOW, {"once": {"delaySeconds": 1}}]),
+    Flip("a run-now handled before; continuous; once: the old request starts nothing more",
+         [NIGHTLY, {"continuous": {}}, ONCE_NOW], run_now="first", once_runs=1),
+    Flip("continuous first, then once: it never ran, so it runs", [{"continuous": {}}, ONCE_NOW]),
+]
+# fmt: on
+
+
+@pytest.mark.parametrize("flip", [pytest.param(f, id=f.id) for f in FLIPS])
+def test_once_means_once_across_trigger_changes(flip: Flip) -> None:
+    annotations = {"bgjob.dev/run-now": flip.run_now} if flip.run_now else None
+    cluster = Cluster(
+        body(trigger=flip.triggers[0], singleton=flip.singleton, annotations=annotations)
+    )
+    for generation, trigger in enumerate(flip.triggers, start=1):
+        cluster.bgj["spec"]["trigger"] = trigger
+        cluster.bgj["metadata"]["generation"] = generation
+        for _ in range(3):
+            cluster.reconcile()
+            cluster.finish_runs()
+        if flip.expire:
+            cluster.expire_runs()
+    cluster.reconcile()
+
+    assert cluster.created.count("worker") == flip.once_runs, cluster.created
+    assert cluster.bgj["status"]["state"] == flip.state, cluster.bgj["status"]["conditions"]
+    assert cluster.bgj["status"]["onceRunStarted"]
