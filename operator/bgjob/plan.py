@@ -81,6 +81,12 @@ def running_replicas(bgj: BackgroundJob, children: Mapping[ChildKey, Body]) -> i
     return None
 
 
+def scheduler(bgj: BackgroundJob, children: Mapping[ChildKey, Body]) -> Body | None:
+    """The CronJob that starts ``bgj``'s scheduled runs, as cached."""
+    cronjob = children.get(("CronJob", bgj.metadata.name))
+    return cronjob if cronjob is not None and controlled_by(cronjob, bgj.metadata.uid) else None
+
+
 def job_runs(bgj: BackgroundJob, children: Mapping[ChildKey, Body]) -> list[Body]:
     """Every Job that is a run of ``bgj``: once, manual, or started by its CronJob."""
     return [child for child in children.values() if is_run_of(child, bgj)]
@@ -105,7 +111,7 @@ def desired_children(
     plan = Plan(problem=problem, pods_of=unrecorded_failure(bgj, jobs), runs=Runs.recorded(bgj))
     if problem is not None:
         return plan
-    runs = plan_runs(bgj, jobs, now)
+    runs = plan_runs(bgj, jobs, now, cronjob=scheduler(bgj, children))
     plan.runs = runs
     plan.events.extend(runs.events)
     plan.wake_after = runs.wake_after

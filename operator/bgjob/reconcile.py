@@ -35,14 +35,25 @@ from bgjob.api.names import (
     ScalingEngine,
 )
 from bgjob.kube import CHILD_KINDS, KEDA_KINDS, ApiError, Kube
-from bgjob.plan import Delete, Plan, desired_children, job_runs, keda_scales, running_replicas
+from bgjob.plan import (
+    Delete,
+    Plan,
+    desired_children,
+    job_runs,
+    keda_scales,
+    running_replicas,
+    scheduler,
+)
 from bgjob.runs import (
     RunFailure,
+    confirm_runs,
+    is_run_of,
     once_due,
     once_run_lost,
     once_started,
     run_failure,
     run_pods_selector,
+    run_selector,
     trim_pod,
 )
 from bgjob.scaling.scaler import Scaler, View
@@ -386,6 +397,8 @@ class Reconciler:
     # --- runs (Jobs) ----------------------------------------------------------------------
 
     def _apply_runs(self, work: Pass) -> None:
+        if work.plan.runs.confirm:
+            self._confirm_runs(work)
         bgj, runs = work.bgj, work.plan.runs
         for name in runs.delete:
             self._delete(work, Delete("Job", name, "Background"))
@@ -405,6 +418,32 @@ class Reconciler:
                 raise
             if once and not started:
                 runs.once_run_started = bgj.status.once_run_started  # Refused: not started.
+
+    def _confirm_runs(self, work: Pass) -> None:
+        """Decide the manual run again from a live LIST of the BackgroundJob's Jobs.
+
+        The CronJob is held (applied suspended) before this; a Job it created a
+        moment before may not be in the cache yet, and starting next to it would
+        break Forbid (and a singleton). One LIST, within the client's deadline; a
+        transient error propagates, for a retry of the whole pass.
+        """
+        bgj, before = work.bgj, work.plan.runs
+        live = self.kube.list("Job", run_selector(bgj), bgj.metadata.namespace)
+        cached = job_runs(bgj, work.children)
+        runs = confirm_runs(bgj, cached, live, self.clock(), scheduler(bgj, work.children))
+        work.events.extend(e for e in runs.events if e not in before.events)
+        if runs.wake_after is not None:
+            wake = work.plan.wake_after
+            work.plan.wake_after = runs.wake_after if wake is None else min(wake, runs.wake_after)
+        work.plan.runs = runs
+        seen = {job["metadata"]["name"] for job in cached}
+        for job in live:
+            if job["metadata"]["name"] not in seen and is_run_of(job, bgj):
+                log.info(
+                    "run seen live before the cache run=%s namespace=%s",
+                    job["metadata"]["name"],
+                    bgj.metadata.namespace,
+                )
 
     def _start_run(self, work: Pass, job: Body) -> bool:
         """Create one run's Job; False when the API server refused it for good."""

@@ -32,7 +32,7 @@ from __future__ import annotations
 import signal
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -48,7 +48,7 @@ from bgjob.api.names import (
     Event,
 )
 from bgjob.api.times import parse_time, rfc3339
-from bgjob.workloads.pod import controlled_by
+from bgjob.workloads.pod import controlled_by, selector_labels
 from bgjob.workloads.runs import manual_run_name, once_due_time, run_job
 
 # --- one Job ---------------------------------------------------------------------------
@@ -190,6 +190,9 @@ class Runs:
     run_now_handled: str | None = None
     # Set before the once-run's Job is created (see ``once_started``).
     once_run_started: str | None = None
+    # Read the runs live before starting the manual run: a Job the CronJob created a
+    # moment ago may not be in the cache yet (see ``confirm_runs``).
+    confirm: bool = False
 
     @classmethod
     def recorded(cls, bgj: BackgroundJob) -> Runs:
@@ -213,15 +216,18 @@ def run_now_policy(bgj: BackgroundJob) -> Overlap:
     return "Forbid" if bgj.spec.singleton else "Allow"
 
 
-def plan_runs(bgj: BackgroundJob, jobs: Sequence[Body], now: datetime) -> Runs:
-    """Runs to start and delete for ``bgj``, given every Job that is one of its runs."""
+def plan_runs(
+    bgj: BackgroundJob, jobs: Sequence[Body], now: datetime, cronjob: Body | None = None
+) -> Runs:
+    """Runs to start and delete for ``bgj``, given every Job that is one of its runs
+    (and, for a schedule, its CronJob as cached)."""
     runs = Runs.recorded(bgj)
     kind = bgj.spec.trigger.kind
     # Deleting Jobs count as active until they are gone: their pods may still run.
     active = [job for job in jobs if not is_finished(job)]
     if kind == "once":
         _plan_once(bgj, jobs, active, now, runs)
-    _plan_run_now(bgj, jobs, active, runs)
+    _plan_run_now(bgj, jobs, active, runs, now, cronjob)
     if kind in ("schedule", "once"):
         _trim_manual_history(bgj, jobs, runs)
     if kind == "schedule":
@@ -245,12 +251,27 @@ def _plan_once(
     runs.once_run_started = rfc3339(now)
 
 
-def _plan_run_now(bgj: BackgroundJob, jobs: Sequence[Body], active: list[Body], runs: Runs) -> None:
+def _plan_run_now(
+    bgj: BackgroundJob,
+    jobs: Sequence[Body],
+    active: list[Body],
+    runs: Runs,
+    now: datetime,
+    cronjob: Body | None,
+) -> None:
     request = bgj.metadata.annotations.get(RUN_NOW_ANNOTATION)
     if not request or request == bgj.status.run_now_handled:
         return
-    runs.run_now_handled = request
     kind = bgj.spec.trigger.kind
+    name = manual_run_name(bgj, request)
+    policy = run_now_policy(bgj)
+    guarded = kind == "schedule" and policy != "Allow"
+    if guarded and not any(_name(job) == name for job in jobs):
+        wait = tick_in_flight(bgj, cronjob, now)
+        if wait is not None:
+            runs.wake(wait)  # Decided once the CronJob has recorded its tick.
+            return
+    runs.run_now_handled = request
     if kind not in ("schedule", "once"):
         runs.events.append(
             Event(
@@ -260,10 +281,8 @@ def _plan_run_now(bgj: BackgroundJob, jobs: Sequence[Body], active: list[Body], 
             )
         )
         return
-    name = manual_run_name(bgj, request)
     if any(_name(job) == name for job in jobs):
         return  # This request's run exists: our status write is still on its way.
-    policy = run_now_policy(bgj)
     if active and policy == "Forbid":
         names = ", ".join(sorted(_name(job) for job in active))
         runs.events.append(
@@ -275,6 +294,52 @@ def _plan_run_now(bgj: BackgroundJob, jobs: Sequence[Body], active: list[Body], 
         active.clear()
     runs.start.append(run_job(bgj, name, "manual"))
     active.append(runs.start[-1])
+    # The CronJob is held (suspended) before the manual run starts; what it started
+    # before that may not be cached yet: the reconciler reads the runs live first.
+    runs.confirm = guarded
+
+
+# A cron tick at most this old that the CronJob has not recorded yet
+# (status.lastScheduleTime) may have a Job on its way: a manual run under Forbid or
+# Replace waits until it is recorded, or this long after the tick.
+TICK_SETTLE_SECONDS = 10.0
+
+
+def tick_in_flight(bgj: BackgroundJob, cronjob: Body | None, now: datetime) -> float | None:
+    """Seconds to wait before deciding a manual run: the schedule ticked so recently
+    that the CronJob may be creating its Job; None when no tick is in flight."""
+    schedule = bgj.spec.trigger.schedule
+    if schedule is None or bgj.spec.suspend:
+        return None  # A suspended CronJob starts nothing.
+    tick = previous_cron_time(schedule.cron, schedule.time_zone, now)
+    age = (now - tick).total_seconds()
+    if age >= TICK_SETTLE_SECONDS:
+        return None
+    recorded = parse_time(((cronjob or {}).get("status") or {}).get("lastScheduleTime"))
+    if recorded is not None and recorded >= tick:
+        return None  # Its Job, if any, was created before the CronJob recorded the tick.
+    return max(TICK_SETTLE_SECONDS - age, 0.5)
+
+
+def confirm_runs(
+    bgj: BackgroundJob,
+    cached: Sequence[Body],
+    live: Sequence[Body],
+    now: datetime,
+    cronjob: Body | None = None,
+) -> Runs:
+    """The runs decided again with the Jobs read live (after the CronJob was held), so
+    that a scheduled run the cache has not seen yet is seen: a manual run under Forbid
+    is skipped next to it, under Replace it is deleted first. ``live`` may hold any
+    Jobs; only this BackgroundJob's runs count, a live copy over a cached one."""
+    jobs = {_name(job): job for job in cached}
+    jobs.update({_name(job): job for job in live if is_run_of(job, bgj)})
+    runs = plan_runs(bgj, list(jobs.values()), now, cronjob)
+    if runs.confirm:
+        runs.confirm = False  # Read once: nothing newer can be known in this pass.
+    elif runs.hold_schedule is False and bgj.spec.trigger.kind == "schedule":
+        runs.wake(1.0)  # The CronJob was held for a run that did not start: release it.
+    return runs
 
 
 def _plan_schedule(bgj: BackgroundJob, active: list[Body], now: datetime, runs: Runs) -> None:
@@ -335,6 +400,13 @@ def next_cron_time(cron: str, time_zone: str, now: datetime) -> datetime:
     return moment
 
 
+def previous_cron_time(cron: str, time_zone: str, now: datetime) -> datetime:
+    """The last time a cron expression fired at or before ``now``, read in ``time_zone``."""
+    local_now = now.astimezone(ZoneInfo(time_zone))
+    moment: datetime = croniter(cron, local_now + timedelta(microseconds=1)).get_prev(datetime)
+    return moment
+
+
 # --- why a run failed: its pods --------------------------------------------------------
 
 # The Job controller labels every pod of a Job with the Job's name (Kubernetes >= 1.27).
@@ -344,6 +416,11 @@ POD_FAILURE_REASONS = frozenset({"BackoffLimitExceeded", "Failed"})
 # Container reasons that say no more than "it failed".
 PLAIN_REASONS = frozenset({"", "Error", "Completed"})
 MAX_POD_MESSAGE = 200
+
+
+def run_selector(bgj: BackgroundJob) -> str:
+    """The label selector of a BackgroundJob's Jobs, its CronJob's included."""
+    return ",".join(f"{key}={value}" for key, value in selector_labels(bgj).items())
 
 
 def run_pods_selector(job_name: str) -> str:

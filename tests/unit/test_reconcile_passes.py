@@ -30,16 +30,23 @@ API = {"Deployment": "apps/v1", "StatefulSet": "apps/v1", "CronJob": "batch/v1",
 class FakeKube:
     """Records every call; apply and create answer with the object, delete forgets it."""
 
-    def __init__(self, pods: list[dict[str, Any]] | ApiError | None = None) -> None:
+    def __init__(
+        self,
+        pods: list[dict[str, Any]] | ApiError | None = None,
+        jobs: list[dict[str, Any]] | None = None,
+    ) -> None:
         self.calls: list[tuple[Any, ...]] = []
         self.statuses: list[dict[str, Any]] = []
         self.messages: list[str] = []
         self.pods = pods or []
+        self.jobs = jobs or []  # what a live LIST of Jobs finds
 
     def list(
         self, kind: str, label_selector: str, namespace: str | None = None
     ) -> list[dict[str, Any]]:
         self.calls.append(("list", kind, label_selector, namespace))
+        if kind == "Job":
+            return copy.deepcopy(self.jobs)
         if isinstance(self.pods, ApiError):
             raise self.pods
         return copy.deepcopy(self.pods)
@@ -135,6 +142,71 @@ def test_run_now_holds_the_schedule_before_the_manual_run_starts() -> None:
     bgj = body(NAME, trigger=SCHEDULE, annotations={"bgjob.dev/run-now": "go"})
     kube = reconcile(bgj)
     assert [c[:2] for c in writes(kube)] == [("apply", "CronJob"), ("create", "Job")]
+
+
+def scheduled_run(name: str, **status: Any) -> dict[str, Any]:
+    """A Job the CronJob started: its owner is the CronJob, not the BackgroundJob."""
+    job = owned("Job", name, run="scheduled", **status)
+    job["metadata"]["ownerReferences"] = [
+        {"kind": "CronJob", "name": NAME, "uid": "cron-uid", "controller": True}
+    ]
+    return job
+
+
+def singleton_run_now(kube: FakeKube, *cached: dict[str, Any]) -> list[dict[str, Any]]:
+    """A reconcile of a singleton schedule asked to run now; the CronJobs applied."""
+    store = Store()
+    bgj = body(NAME, trigger=SCHEDULE, singleton=True, annotations={"bgjob.dev/run-now": "go"})
+    store.put_bgjob(bgj)
+    for child in cached:
+        store.put_child(child, child["kind"], child["apiVersion"])
+    applied: list[dict[str, Any]] = []
+
+    def apply(manifest: dict[str, Any], manager: str = MANAGER) -> dict[str, Any]:
+        kube.calls.append(("apply", manifest["kind"], manifest["metadata"]["name"]))
+        applied.append(manifest)
+        return copy.deepcopy(manifest)
+
+    kube.apply = apply  # type: ignore[method-assign]
+    Reconciler(cast(Kube, kube), store, clock=lambda: NOW).reconcile(KEY)
+    return applied
+
+
+def test_singleton_run_now_sees_a_scheduled_run_the_cache_has_not_yet() -> None:
+    # The CronJob created its Job a moment ago; the watch event has not arrived.
+    kube = FakeKube(jobs=[scheduled_run(f"{NAME}-29012345")])
+    [cronjob] = singleton_run_now(kube)
+    order = [c[:2] for c in kube.calls if c[0] in ("apply", "list", "create")]
+    assert order == [("apply", "CronJob"), ("list", "Job")]  # held, read live, nothing started
+    assert cronjob["spec"]["suspend"] is True
+    [listed] = [c for c in kube.calls if c[0] == "list"]
+    assert listed[2:] == (
+        "app.kubernetes.io/instance=worker,app.kubernetes.io/managed-by=bgjob-operator",
+        NS,
+    )
+    assert ("event", "RunNowSkipped") in kube.calls
+    assert f"run {NAME}-29012345 is still active" in " ".join(kube.messages)
+    assert kube.statuses[-1]["runNowHandled"] == "go"
+
+
+def test_singleton_run_now_starts_when_the_live_read_shows_no_active_run() -> None:
+    kube = FakeKube(
+        jobs=[
+            scheduled_run(f"{NAME}-29012344", conditions=[{"type": "Complete", "status": "True"}])
+        ]
+    )
+    singleton_run_now(kube)
+    order = [c[:2] for c in kube.calls if c[0] in ("apply", "list", "create")]
+    assert order == [("apply", "CronJob"), ("list", "Job"), ("create", "Job")]
+
+
+def test_singleton_run_now_reads_nothing_live_when_the_cache_shows_an_active_run() -> None:
+    kube = FakeKube()
+    cronjob = owned("CronJob")
+    cronjob["metadata"]["uid"] = "cron-uid"
+    singleton_run_now(kube, cronjob, scheduled_run(f"{NAME}-29012345"))
+    assert not [c for c in kube.calls if c[0] in ("list", "create")]
+    assert ("event", "RunNowSkipped") in kube.calls
 
 
 def test_a_suspended_queue_worker_reports_no_stale_backlog() -> None:

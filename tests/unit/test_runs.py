@@ -20,6 +20,7 @@ from bgjob.api.models import parse
 from bgjob.kube import Kube
 from bgjob.reconcile import Reconciler
 from bgjob.runs import (
+    confirm_runs,
     failure_message,
     failure_reason,
     is_finished,
@@ -40,6 +41,7 @@ ONCE_NOW: dict[str, Any] = {"once": {}}
 ONCE_LATER = {"once": {"delaySeconds": 600}}  # due at CREATED + 10 minutes
 ONCE_AT_PAST = {"once": {"at": "2026-03-01T11:00:00Z"}}
 FIRST, SECOND = manual_run_name(parse(body()), "first"), manual_run_name(parse(body()), "second")
+TICK = datetime(2026, 3, 2, 3, 0, tzinfo=UTC)  # NIGHTLY fires
 
 
 def job(
@@ -90,6 +92,7 @@ class Case:
     status: dict[str, Any] = field(default_factory=dict)
     history: dict[str, int] | None = None
     now: datetime = NOW
+    cronjob_recorded: str | None = None  # the CronJob's status.lastScheduleTime
     # expected
     start: list[str] = field(default_factory=list)
     delete: list[str] = field(default_factory=list)
@@ -98,6 +101,7 @@ class Case:
     wake: float | None = None
     run_now_handled: str | None = None
     once_started: bool = False
+    confirm: bool = False  # the runs are read live before the manual run starts
 
 
 # fmt: off
@@ -144,18 +148,19 @@ CASES = [
          run_now_handled="first"),
     Case("run-now, Replace: the active runs go, the manual run starts", NIGHTLY, overlap="Replace",
          run_now="first", jobs=[job("worker-29012345", "scheduled")], start=[FIRST],
-         delete=["worker-29012345"], run_now_handled="first"),
+         delete=["worker-29012345"], run_now_handled="first", confirm=True),
     Case("run-now, Allow: starts next to the scheduled run", NIGHTLY, overlap="Allow",
          run_now="first", jobs=[job("worker-29012345", "scheduled")], start=[FIRST],
          run_now_handled="first"),
     Case("run-now, finished runs do not count as active", NIGHTLY, run_now="first",
          jobs=[job("worker-29012345", "scheduled", state="succeeded")], start=[FIRST],
-         run_now_handled="first", hold=True),
+         run_now_handled="first", hold=True, confirm=True),
     Case("run-now, a run still being deleted counts as active", NIGHTLY, run_now="first",
          jobs=[job("worker-29012345", "scheduled", deleting=True)], events=["RunNowSkipped"],
          run_now_handled="first"),
     Case("run-now, suspended schedule: runs anyway, like kubectl create job --from", NIGHTLY,
-         suspend=True, run_now="first", start=[FIRST], run_now_handled="first", hold=True),
+         suspend=True, run_now="first", start=[FIRST], run_now_handled="first", hold=True,
+         confirm=True),
     Case("run-now on continuous: ignored with a warning", {"continuous": {}}, run_now="first",
          events=["RunNowIgnored"], run_now_handled="first"),
     Case("run-now on once, singleton, the once-run active: skipped", ONCE_NOW, singleton=True,
@@ -164,6 +169,27 @@ CASES = [
     Case("run-now on once, singleton, the once-run starting this pass: skipped", ONCE_NOW,
          singleton=True, run_now="first", start=["worker"], events=["RunNowSkipped"],
          run_now_handled="first", once_started=True),
+    # --- run-now next to a scheduled run the cache may not show yet ---------------------------
+    Case("run-now, Forbid, the schedule ticked 3 s ago, unrecorded: decided once it is",
+         NIGHTLY, run_now="first", now=TICK + timedelta(seconds=3), wake=7.0),
+    Case("run-now, singleton, the schedule ticked 3 s ago, unrecorded: decided once it is",
+         NIGHTLY, singleton=True, overlap="Allow", run_now="first",
+         now=TICK + timedelta(seconds=3), wake=7.0),
+    Case("run-now, Forbid, the tick 3 s ago recorded by the CronJob: starts, read live first",
+         NIGHTLY, run_now="first", now=TICK + timedelta(seconds=3),
+         cronjob_recorded="2026-03-02T03:00:00Z", start=[FIRST], run_now_handled="first",
+         hold=True, confirm=True),
+    Case("run-now, Forbid, the tick 10 s ago: starts, read live first", NIGHTLY, run_now="first",
+         now=TICK + timedelta(seconds=10), start=[FIRST], run_now_handled="first", hold=True,
+         confirm=True),
+    Case("run-now, Allow, the schedule ticked 3 s ago: starts beside it, nothing read", NIGHTLY,
+         overlap="Allow", run_now="first", now=TICK + timedelta(seconds=3), start=[FIRST],
+         run_now_handled="first"),
+    Case("run-now, Replace, the schedule ticked 3 s ago, unrecorded: decided once it is",
+         NIGHTLY, overlap="Replace", run_now="first", now=TICK + timedelta(seconds=3), wake=7.0),
+    Case("run-now, suspended schedule, just after a tick: nothing in flight, starts", NIGHTLY,
+         suspend=True, run_now="first", now=TICK + timedelta(seconds=3), start=[FIRST],
+         run_now_handled="first", hold=True, confirm=True),
     # --- the schedule next to our own runs --------------------------------------------------
     Case("schedule, Forbid, a manual run active: the CronJob is held", NIGHTLY,
          jobs=[job(FIRST, "manual")], hold=True),
@@ -202,17 +228,86 @@ def test_runs(case: Case) -> None:
         spec["history"] = case.history
     annotations = {"bgjob.dev/run-now": case.run_now} if case.run_now else None
     bgj = parse(body(annotations=annotations, status=case.status, **spec))
+    cronjob = (
+        {"metadata": {"name": "worker"}, "status": {"lastScheduleTime": case.cronjob_recorded}}
+        if case.cronjob_recorded
+        else None
+    )
 
-    runs = plan_runs(bgj, case.jobs, case.now)
+    runs = plan_runs(bgj, case.jobs, case.now, cronjob)
 
     assert [j["metadata"]["name"] for j in runs.start] == case.start
     assert sorted(runs.delete) == sorted(case.delete)
     assert [e.reason for e in runs.events] == case.events
     assert runs.hold_schedule is case.hold
-    if "schedule" not in case.trigger:
+    if "schedule" not in case.trigger or case.wake is not None:
         assert runs.wake_after == case.wake
     assert runs.run_now_handled == case.run_now_handled
     assert (runs.once_run_started is not None) is case.once_started
+    assert runs.confirm is case.confirm
+
+
+@dataclass
+class Confirm:
+    id: str
+    live: list[dict[str, Any]]
+    overlap: str | None = None
+    singleton: bool = False
+    # expected
+    start: list[str] = field(default_factory=list)
+    delete: list[str] = field(default_factory=list)
+    events: list[str] = field(default_factory=list)
+    hold: bool = False
+    wake: float | None = None
+
+
+def other_job(name: str) -> dict[str, Any]:
+    """A scheduled run of another BackgroundJob's CronJob (same labels would not match)."""
+    found = job(name, "scheduled")
+    found["metadata"]["ownerReferences"][0]["name"] = "other"
+    return found
+
+
+# fmt: off
+CONFIRMS = [
+    Confirm("the live read shows nothing more: the manual run starts", [], start=[FIRST],
+            hold=True),
+    Confirm("Forbid: a scheduled run the cache had not seen: skipped, the CronJob released soon",
+            [job("worker-29012345", "scheduled")], events=["RunNowSkipped"], wake=1.0),
+    Confirm("singleton: a scheduled run the cache had not seen: skipped",
+            [job("worker-29012345", "scheduled")], singleton=True, overlap="Allow",
+            events=["RunNowSkipped"], wake=1.0),
+    Confirm("Replace: a scheduled run the cache had not seen: deleted, the manual run starts",
+            [job("worker-29012345", "scheduled")], overlap="Replace", start=[FIRST],
+            delete=["worker-29012345"]),
+    Confirm("a finished scheduled run the cache had not seen: the manual run starts",
+            [job("worker-29012345", "scheduled", state="succeeded")], start=[FIRST], hold=True),
+    Confirm("another BackgroundJob's run in the live list: not ours, the manual run starts",
+            [other_job("other-29012345")], start=[FIRST], hold=True),
+]
+# fmt: on
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.id) for c in CONFIRMS])
+def test_a_manual_run_is_decided_again_from_the_live_runs(case: Confirm) -> None:
+    spec: dict[str, Any] = {"trigger": NIGHTLY, "singleton": case.singleton}
+    if case.overlap:
+        spec["overlap"] = case.overlap
+    bgj = parse(body(annotations={"bgjob.dev/run-now": "first"}, **spec))
+    planned = plan_runs(bgj, [], NOW)  # the cache shows no run
+    assert [j["metadata"]["name"] for j in planned.start] == [FIRST]
+    assert planned.confirm
+
+    runs = confirm_runs(bgj, [], case.live, NOW)
+
+    assert [j["metadata"]["name"] for j in runs.start] == case.start
+    assert sorted(runs.delete) == sorted(case.delete)
+    assert [e.reason for e in runs.events] == case.events
+    assert runs.hold_schedule is case.hold
+    assert runs.run_now_handled == "first"
+    assert runs.confirm is False
+    if case.wake is not None:
+        assert runs.wake_after == case.wake
 
 
 def test_a_schedule_looks_again_just_after_its_next_tick() -> None:
