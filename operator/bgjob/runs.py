@@ -303,14 +303,21 @@ def _plan_run_now(
 # (status.lastScheduleTime) may have a Job on its way: a manual run under Forbid or
 # Replace waits until it is recorded, or this long after the tick.
 TICK_SETTLE_SECONDS = 10.0
+# A tick this close ahead may come before the CronJob controller sees the hold
+# (suspend) we apply: the manual run is decided after that tick instead.
+TICK_AHEAD_SECONDS = 5.0
 
 
 def tick_in_flight(bgj: BackgroundJob, cronjob: Body | None, now: datetime) -> float | None:
-    """Seconds to wait before deciding a manual run: the schedule ticked so recently
-    that the CronJob may be creating its Job; None when no tick is in flight."""
+    """Seconds to wait before deciding a manual run: the schedule ticks so soon, or
+    ticked so recently, that the CronJob may be creating its Job; None when no tick
+    is in flight."""
     schedule = bgj.spec.trigger.schedule
     if schedule is None or bgj.spec.suspend:
         return None  # A suspended CronJob starts nothing.
+    ahead = (next_cron_time(schedule.cron, schedule.time_zone, now) - now).total_seconds()
+    if ahead <= TICK_AHEAD_SECONDS:
+        return ahead + 1.0
     tick = previous_cron_time(schedule.cron, schedule.time_zone, now)
     age = (now - tick).total_seconds()
     if age >= TICK_SETTLE_SECONDS:
