@@ -428,7 +428,9 @@ class Reconciler:
         transient error propagates, for a retry of the whole pass.
         """
         bgj, before = work.bgj, work.plan.runs
-        live = self.kube.list("Job", run_selector(bgj), bgj.metadata.namespace)
+        listed = self.kube.list("Job", run_selector(bgj), bgj.metadata.namespace)
+        # A LIST's items carry no kind or apiVersion of their own.
+        live = [{**job, "apiVersion": "batch/v1", "kind": "Job"} for job in listed]
         cached = job_runs(bgj, work.children)
         runs = confirm_runs(bgj, cached, live, self.clock(), scheduler(bgj, work.children))
         work.events.extend(e for e in runs.events if e not in before.events)

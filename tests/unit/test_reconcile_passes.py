@@ -45,8 +45,11 @@ class FakeKube:
         self, kind: str, label_selector: str, namespace: str | None = None
     ) -> list[dict[str, Any]]:
         self.calls.append(("list", kind, label_selector, namespace))
-        if kind == "Job":
-            return copy.deepcopy(self.jobs)
+        if kind == "Job":  # as the API server lists them: items without kind or apiVersion
+            return [
+                {k: v for k, v in job.items() if k not in ("kind", "apiVersion")}
+                for job in copy.deepcopy(self.jobs)
+            ]
         if isinstance(self.pods, ApiError):
             raise self.pods
         return copy.deepcopy(self.pods)
