@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -328,3 +329,183 @@ def test_a_singletons_rollout_never_overlaps_two_real_workers(
     )
     assert new_start > old_last, "two workers of a singleton ran at the same time"
     assert _events(old, "exit"), "the old worker was killed instead of stopping gracefully"
+
+
+# A run's worker: logs `start`, a `beat` every 50 ms for RUN_SECONDS, `exit`, exits 0;
+# on SIGTERM it logs `term` and exits 0 at once.
+RUN_WORKER = r"""
+import os, signal, sys, time
+out = open("/shared/events", "a", buffering=1)
+def say(what):
+    out.write(f"{what} {time.time():.3f}\n")
+def on_term(signum, frame):
+    say("term")
+    sys.exit(0)
+signal.signal(signal.SIGTERM, on_term)
+say("start")
+end = time.time() + float(os.environ["RUN_SECONDS"])
+while time.time() < end:
+    say("beat")
+    time.sleep(0.05)
+say("exit")
+"""
+
+
+def _run_worker(real_node: RealNode, name: str, trigger: dict[str, Any], seconds: int) -> Any:
+    """A singleton on the real node whose every container logs its life to its emptyDir."""
+    return bgjob(
+        name,
+        {
+            "image": real_node.image("python:3"),
+            "command": ["python3", "-c", RUN_WORKER],
+            "env": [{"name": "RUN_SECONDS", "value": str(seconds)}],
+            "trigger": trigger,
+            "singleton": True,
+            "shutdown": {"gracePeriodSeconds": 5},
+            "template": {
+                "spec": on_real_node(
+                    {
+                        "securityContext": {"runAsUser": 65534, "runAsGroup": 65534},
+                        "volumes": [{"name": "shared", "emptyDir": {}}],
+                        "containers": [
+                            {
+                                "name": "worker",
+                                "volumeMounts": [{"name": "shared", "mountPath": "/shared"}],
+                            }
+                        ],
+                    }
+                )
+            },
+        },
+    )
+
+
+class Lives:
+    """Every container of one BackgroundJob on the real node, from its own log: when it
+    started and its last line. Pods are found by label as they appear and their
+    emptyDir files kept open, so a container's lines are read after its pod is gone."""
+
+    def __init__(self, kubectl: Kubectl, ns: str, name: str, real_node: RealNode) -> None:
+        self.kubectl, self.ns, self.name, self.real_node = kubectl, ns, name, real_node
+        self.tails: dict[str, FileTail] = {}
+
+    def poll(self) -> None:
+        pods = self.kubectl.json(
+            "get", "pods", "-n", self.ns, "-l", f"app.kubernetes.io/instance={self.name}"
+        )["items"]
+        for pod in pods:
+            name = pod["metadata"]["name"]
+            if name not in self.tails:
+                path = self.real_node.empty_dir(pod["metadata"]["uid"], "shared") / "events"
+                self.tails[name] = FileTail(path)
+        for tail in self.tails.values():
+            tail.poll()
+
+    def watch(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            self.poll()
+            time.sleep(0.1)
+
+    def spans(self) -> dict[str, tuple[float, float]]:
+        """Per pod whose container started: (first line, last line), host clock."""
+        out = {}
+        for pod, tail in self.tails.items():
+            stamps = [float(line.split()[1]) for line in tail.poll()]
+            if stamps:
+                out[pod] = (min(stamps), max(stamps))
+        return out
+
+    def close(self) -> None:
+        for tail in self.tails.values():
+            tail.close()
+
+
+def _overlaps(spans: dict[str, tuple[float, float]]) -> list[tuple[str, str]]:
+    ordered = sorted(spans.items(), key=lambda item: item[1][0])
+    return [
+        (a, b)
+        for i, (a, (_, a_end)) in enumerate(ordered)
+        for b, (b_start, _) in ordered[i + 1 :]
+        if b_start <= a_end
+    ]
+
+
+def test_a_singleton_once_run_to_continuous_never_overlaps_two_real_workers(
+    kubectl: Kubectl, ns: str, real_node: RealNode
+) -> None:
+    manifest = _run_worker(real_node, "flip", {"once": {}}, seconds=600)
+    kubectl.apply(manifest, ns)
+    lives = Lives(kubectl, ns, "flip", real_node)
+    try:
+        eventually(lambda: (lives.poll(), lives.spans())[1], timeout=60, interval=0.1)
+        changed = time.time()
+        kubectl.run(
+            "patch", "bgj", "flip", "-n", ns, "--type=merge", "-p",
+            json.dumps({"spec": {"trigger": {"once": None, "continuous": {}}}}),
+        )  # fmt: skip
+
+        def two_lived() -> bool:
+            lives.poll()
+            return len(lives.spans()) == 2 and "flip-0" in lives.spans()
+
+        eventually(two_lived, timeout=60, interval=0.1)
+        lives.watch(1.0)
+    finally:
+        lives.close()
+    spans = lives.spans()
+    run_pod = next(pod for pod in spans if pod != "flip-0")
+    gap = spans["flip-0"][0] - spans[run_pod][1]
+    _results(
+        f"flip (singleton once -> continuous): run's last line -> StatefulSet's worker started "
+        f"{gap:.2f}s later; {spans['flip-0'][0] - changed:.2f}s after the edit"
+    )
+    assert _overlaps(spans) == [], f"two workers of a singleton alive at once: {spans}"
+
+
+def test_a_singletons_run_now_at_its_schedules_tick_never_overlaps_two_real_workers(
+    kubectl: Kubectl, ns: str, real_node: RealNode
+) -> None:
+    # Runs of 8 s every minute; run-now is asked for within the same instant the
+    # CronJob starts its run, before the operator's cache can have seen that Job.
+    kubectl.apply(_run_worker(real_node, "tick", {"schedule": {"cron": "* * * * *"}}, 8), ns)
+    kubectl.wait("bgj/tick", "condition=Ready", ns, timeout=60)
+    lives = Lives(kubectl, ns, "tick", real_node)
+    try:
+        wait = 60 - time.time() % 60 - 0.3  # until 0.3 s before the next tick
+        time.sleep(wait if wait > 0.5 else wait + 60)
+        asked = time.time()
+        kubectl.run("annotate", "bgj", "tick", "-n", ns, "bgjob.dev/run-now=at-the-tick")
+        eventually(
+            lambda: (
+                (b := kubectl.get("bgj", "tick", ns))
+                and b.get("status", {}).get("runNowHandled") == "at-the-tick"
+            ),
+            timeout=30,
+            interval=0.2,
+        )
+        lives.watch(12.0)  # both runs, had they started, would have overlapped by now
+    finally:
+        lives.close()
+    spans = lives.spans()
+    since = datetime.fromtimestamp(int(asked) - 1, UTC)
+    jobs = [
+        j
+        for j in kubectl.json("get", "jobs", "-n", ns)["items"]
+        if datetime.fromisoformat(j["metadata"]["creationTimestamp"].replace("Z", "+00:00"))
+        >= since  # not a run of an earlier tick
+    ]
+    kinds = sorted(j["metadata"]["labels"].get("bgjob.dev/run", "") for j in jobs)
+    _results(
+        f"tick (singleton run-now at the tick, asked {asked % 60:.1f}s into the minute): "
+        f"runs {kinds}, workers {len(spans)}"
+    )
+    assert spans, "no worker ran at all"
+    assert _overlaps(spans) == [], f"two workers of a singleton alive at once: {spans}"
+    if kinds == ["manual", "scheduled"]:
+        # Both ran: one after the other (the schedule held while the manual run ran).
+        assert len(spans) == 2
+    else:
+        assert kinds == ["scheduled"], kinds
+        skipped = [e for e in events(kubectl, ns, "tick") if e["reason"] == "RunNowSkipped"]
+        assert skipped, "the run-now request was neither run nor skipped"

@@ -65,6 +65,30 @@ def test_once_without_a_time_runs_now_and_exactly_once(kubectl: Kubectl, ns: str
     assert [j["metadata"]["name"] for j in jobs] == ["now"]
 
 
+def test_a_once_run_is_not_run_again_after_the_trigger_went_elsewhere_and_back(
+    kubectl: Kubectl, ns: str
+) -> None:
+    kubectl.apply(bgjob("flip", {"trigger": {"once": {}}}), ns)
+    kubectl.wait("bgj/flip", "condition=Complete", ns, timeout=60)
+    patch = ["patch", "bgj", "flip", "-n", ns, "--type=merge", "-p"]
+    # Continuous prunes the finished Job; then back to once.
+    kubectl.run(*patch, '{"spec":{"trigger":{"once":null,"continuous":{}}}}')
+    kubectl.wait("bgj/flip", "condition=Ready", ns, timeout=60)
+    eventually(lambda: kubectl.get("job", "flip", ns) is None, timeout=30)
+    kubectl.run(*patch, '{"spec":{"trigger":{"continuous":null,"once":{}}}}')
+    eventually(
+        lambda: kubectl.get("bgj", "flip", ns)["status"]["observedGeneration"] == 3,  # type: ignore[index]
+        timeout=30,
+    )
+    time.sleep(3)  # a second run, if any, would have been created by now
+    bgj = kubectl.get("bgj", "flip", ns)
+    assert kubectl.json("get", "jobs", "-n", ns)["items"] == [], "the once-run ran again"
+    started = [e for e in events(kubectl, ns, "flip") if e["reason"] == "RunStarted"]
+    assert sum(e.get("count") or 1 for e in started) == 1, started
+    assert bgj["status"]["state"] == "Succeeded", bgj["status"]  # type: ignore[index]
+    assert bgj["status"]["lastRun"]["name"] == "flip"  # type: ignore[index]
+
+
 def test_a_failing_once_run_reports_failed(kubectl: Kubectl, ns: str) -> None:
     kubectl.apply(
         bgjob(
