@@ -14,6 +14,12 @@ The rules, each with a table test in ``tests/unit/test_runs.py``:
 - ``bgjob.dev/run-now`` starts one run per new value. It sees every active run
   of the BackgroundJob, manual or scheduled: Forbid (and singleton) skips it,
   Replace deletes the active runs first, Allow starts it next to them.
+- For a schedule under Forbid or Replace that decision does not rest on the cache
+  alone: a request within seconds of a tick waits until the CronJob has recorded
+  it (``tick_in_flight``), and the plan asks the reconciler to hold the CronJob and
+  read the runs live before the manual run starts (``confirm_runs``).
+- The once-run's record (``status.onceRunStarted``, ``lastRun``) is kept whatever
+  the trigger becomes: changed to another and back, it does not run again.
 - The CronJob's Forbid only sees the Jobs the CronJob created. While a run of
   ours (once or manual) is active under Forbid, the CronJob is suspended, so the
   scheduled run waits, as Forbid makes it wait for one of its own; under Replace
