@@ -102,7 +102,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             # kopf handles SIGTERM and SIGINT: cleanup handlers run, then it returns.
             liveness_endpoint=f"http://{health_host}:{health_port}/healthz",
             # Losing the Lease stops the operator; it exits non-zero to be restarted.
-            stop_flag=runtime.lost,
+            stop_flag=runtime.stopped,
         )
     )
     if runtime.lost.is_set():

@@ -118,6 +118,9 @@ class Runtime:
     elector: LeaderElector | None = None
     leading: asyncio.Event = field(default_factory=asyncio.Event)
     lost: asyncio.Event = field(default_factory=asyncio.Event)
+    # kopf's stop flag: set when the Lease is lost, and once clean-up is done (kopf waits
+    # up to 5 s for its waiter on a flag that is never set).
+    stopped: asyncio.Event = field(default_factory=asyncio.Event)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     executor: ThreadPoolExecutor = field(init=False)
     # Every BackgroundJob is queued again this often, to heal drift a watch missed.
@@ -128,6 +131,7 @@ class Runtime:
     # The distinct errors already logged with a traceback, per failing key.
     _logged_errors: dict[Key, set[str]] = field(default_factory=dict)
     _loop: asyncio.AbstractEventLoop | None = None
+    reconciles: int = 0  # reconciles finished, whatever their result
 
     def __post_init__(self) -> None:
         self.queue = WorkQueue[Key]()
@@ -180,7 +184,22 @@ class Runtime:
         for _ in range(self.workers):
             work = self.queue.run_worker(self._handle)
             self.tasks.append(asyncio.create_task(self._when_leading(work)))
+        self.tasks.append(asyncio.create_task(self._when_leading(self._first_pass(bgjobs))))
         log.info("started workers=%d", self.workers)
+
+    async def _first_pass(self, bgjobs: int) -> None:
+        """Log once every BackgroundJob cached at start has been reconciled once: after a
+        restart, the moment the operator acts on all of them again (and what it wrote)."""
+        started, writes = time.monotonic(), self.kube.writes
+        while self.reconciles < bgjobs or self.queue.unfinished:
+            await asyncio.sleep(0.05)
+        log.info(
+            "first pass done backgroundjobs=%d reconciles=%d writes=%d seconds=%.2f",
+            bgjobs,
+            self.reconciles,
+            self.kube.writes - writes,
+            time.monotonic() - started,
+        )
 
     def _informers_for(self, kinds: Iterable[str], selector: str | None) -> list[Informer]:
         started = []
@@ -277,6 +296,7 @@ class Runtime:
         for task in self.tasks:
             if task is not asyncio.current_task():
                 task.cancel()
+        self.stopped.set()
 
     async def _when_leading(self, work: Coroutine[Any, Any, None]) -> None:
         """Run ``work`` once this process leads; a standby only keeps its cache warm."""
@@ -296,7 +316,9 @@ class Runtime:
         return items
 
     async def stop(self) -> None:
-        """Stop the workers; a reconcile in flight finishes its current request."""
+        """Stop the workers; a reconcile in flight finishes its current request, then
+        sends nothing more; the Lease is released last."""
+        self.kube.closing = True
         for informer in self.informers:
             informer.stop()
         for task in self.tasks:
@@ -310,13 +332,16 @@ class Runtime:
         )
         if self.elector is not None and self.leading.is_set() and not self.lost.is_set():
             await asyncio.get_running_loop().run_in_executor(None, self.elector.release)
+        self.stopped.set()
 
     async def _handle(self, key: Key) -> None:
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
         try:
             wake = await loop.run_in_executor(self.executor, self.reconciler.reconcile, key)
+            self.reconciles += 1
         except (TransientError, ApiError) as error:
+            self.reconciles += 1
             at_least = error.retry_after if isinstance(error, ApiError) else None
             delay = self.queue.retry(key, at_least=at_least)
             metrics.observe_reconcile("retry", time.perf_counter() - started)
@@ -328,6 +353,7 @@ class Runtime:
             )
             return
         except Exception as error:  # A bug must not stop the operator: log, back off, retry.
+            self.reconciles += 1
             metrics.observe_reconcile("error", time.perf_counter() - started)
             await self._failed(key, error)
             return
