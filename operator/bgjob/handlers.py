@@ -26,6 +26,7 @@ from bgjob import metrics
 from bgjob.api.models import KIND
 from bgjob.api.names import LABEL_MANAGED_BY, MANAGER, Body
 from bgjob.api.times import rfc3339
+from bgjob.events import EventSender
 from bgjob.informer import BackgroundJobSink, ChildSink, Informer, owner_exists
 from bgjob.kube import CHILD_KINDS, KEDA_KINDS, RESOURCES, ApiError, Kube, OwnerGone
 from bgjob.leader import LeaderElector
@@ -114,6 +115,7 @@ class Runtime:
     reconciler: Reconciler = field(init=False)
     queue: WorkQueue[Key] = field(init=False)
     scaler: Scaler = field(init=False)
+    events: EventSender = field(init=False)
     # With an elector, only the Lease holder reconciles; without, this process does.
     elector: LeaderElector | None = None
     leading: asyncio.Event = field(default_factory=asyncio.Event)
@@ -136,8 +138,13 @@ class Runtime:
     def __post_init__(self) -> None:
         self.queue = WorkQueue[Key]()
         self.scaler = Scaler(self.kube, self.queue.add)
+        self.events = EventSender(self.kube)
         self.reconciler = Reconciler(
-            self.kube, self.store, scaler=self.scaler, scaling_engine=self.scaling_engine
+            self.kube,
+            self.store,
+            scaler=self.scaler,
+            scaling_engine=self.scaling_engine,
+            events=self.events.send,
         )
         self.executor = ThreadPoolExecutor(self.workers, thread_name_prefix="reconcile")
         self.kube.owner_guard = self.owner_guard
@@ -148,6 +155,7 @@ class Runtime:
     async def start(self) -> None:
         """Start the informers; the workers start once the cache is complete."""
         self._loop = asyncio.get_running_loop()
+        self.events.start()
         self.tasks.append(asyncio.create_task(self._run()))
 
     async def _run(self) -> None:
@@ -258,8 +266,9 @@ class Runtime:
     def owner_guard(self, manifest: dict[str, Any]) -> None:
         """Before applying or creating a child: its BackgroundJob still exists, same uid.
 
-        Free when the child is cached (an update: the cache answers); one GET of the
-        BackgroundJob when about to create it, since the cache may be in a watch gap.
+        Free when the child is cached (an update: the cache answers), or when the
+        BackgroundJobs' watch is unbroken; otherwise (a relist under way) one GET of the
+        BackgroundJob before creating the child.
         """
         controller = controller_of(manifest)
         if controller is None or controller[0] != KIND:
@@ -268,11 +277,21 @@ class Runtime:
         ref = next(r for r in meta.get("ownerReferences") or [] if r.get("uid") == controller[1])
         key = (meta["namespace"], ref["name"])
         creating = not self.store.holds_child(key, manifest["kind"], meta["name"])
-        if not owner_exists(self.kube, self.store, key, controller[1], fresh=creating):
+        # The cache may be behind only in a gap between watches (a relist under way);
+        # while the watch runs unbroken, it is as fresh as a GET would be, minus the
+        # moment an event takes, and a child of a deleted owner is garbage collected.
+        fresh = creating and not self._bgjobs_live(key[0])
+        if not owner_exists(self.kube, self.store, key, controller[1], fresh=fresh):
             raise OwnerGone(
                 f"{KIND} {key[0]}/{key[1]} uid {controller[1]} is gone: "
                 f"{manifest['kind']} {meta['name']} not written"
             )
+
+    def _bgjobs_live(self, namespace: str) -> bool:
+        """Whether a BackgroundJob watch covering ``namespace`` is open with no gap."""
+        return any(
+            i.live and i.kind == KIND and i.namespace in (None, namespace) for i in self.informers
+        )
 
     @property
     def child_kinds(self) -> tuple[str, ...]:
@@ -330,6 +349,7 @@ class Runtime:
         await asyncio.get_running_loop().run_in_executor(
             None, lambda: self.executor.shutdown(wait=True, cancel_futures=True)
         )
+        await asyncio.get_running_loop().run_in_executor(None, self.events.stop)
         if self.elector is not None and self.leading.is_set() and not self.lost.is_set():
             await asyncio.get_running_loop().run_in_executor(None, self.elector.release)
         self.stopped.set()
@@ -411,7 +431,7 @@ class Runtime:
         )
         written = self.kube.apply_status(key[0], key[1], status)
         self.store.refresh_bgjob(written, meta.get("resourceVersion"))
-        self.kube.event(body, "Warning", "ReconcileError", message)
+        self.events.send(body, "Warning", "ReconcileError", message)
         metrics.RECONCILE_DEGRADED.inc()
         log.error("degraded namespace=%s name=%s reason=ReconcileError %s", *key, message)
 

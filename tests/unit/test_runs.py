@@ -11,14 +11,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
+from croniter import croniter
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from specs import CREATED, body
 
 from bgjob.api.models import parse
 from bgjob.runs import (
     failure_message,
     failure_reason,
+    next_cron_time,
     once_identity,
     plan_runs,
     run_failure,
@@ -376,3 +381,20 @@ def test_a_trimmed_pod_keeps_no_spec_env_logs_or_messages_of_its_containers() ->
 
 def test_the_run_pods_selector_is_the_job_controllers_label() -> None:
     assert run_pods_selector("nightly-29012345") == "batch.kubernetes.io/job-name=nightly-29012345"
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    cron=st.sampled_from(["*/7 * * * *", "0 3 * * *", "30 2 * * 0", "0 0 31 * *", "@hourly"]),
+    zone=st.sampled_from(["UTC", "Europe/Madrid", "America/New_York"]),
+    steps=st.lists(st.integers(min_value=-3600, max_value=40 * 86400), min_size=1, max_size=12),
+)
+def test_the_next_firing_remembered_is_what_croniter_says_for_any_moment(
+    cron: str, zone: str, steps: list[int]
+) -> None:
+    # Across DST changes (2026-03-29 in Madrid, 03-08 in New York), backwards and forwards.
+    start = datetime(2026, 3, 1, 0, 0, 0, 500000, tzinfo=UTC)
+    for seconds in steps:
+        now = start + timedelta(seconds=seconds)
+        expected = croniter(cron, now.astimezone(ZoneInfo(zone))).get_next(datetime)
+        assert next_cron_time(cron, zone, now) == expected
