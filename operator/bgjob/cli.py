@@ -242,7 +242,12 @@ def parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--health-address", default="127.0.0.1:8080", help="/healthz listens here")
     run.add_argument("--metrics-address", default="127.0.0.1:9090", help="/metrics listens here")
-    run.add_argument("--workers", type=int, default=4, help="reconciles at once")
+    run.add_argument(
+        "--workers",
+        type=int,
+        default=16,
+        help="reconciles at once (mostly waiting on the API server, so more than the cores)",
+    )
     run.add_argument(
         "--resync-seconds",
         type=float,
