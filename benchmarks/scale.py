@@ -291,10 +291,20 @@ def run(n: int, rate: float, kubeconfig: Path, k: Kubectl, keep: bool = False) -
         )
         print(f"  reconciled all; lag {result['lag_after_last_create_s']} s", flush=True)
 
-        # 3. Steady state, then idle.
+        # 3. Settled (no write for 10 s: the children's status changes are reported
+        # too), then idle.
         assert operator.process is not None
         pid = operator.process.pid
-        time.sleep(5)
+        settle_started = time.monotonic()
+        last, quiet_since = writes(operator), time.monotonic()
+        while time.monotonic() - quiet_since < 10:
+            time.sleep(2)
+            now_writes = writes(operator)
+            if now_writes != last:
+                last, quiet_since = now_writes, time.monotonic()
+            if time.monotonic() - settle_started > max(300.0, n * 0.1):
+                break
+        result["settled_after_last_create_s"] = round(quiet_since - last_create, 1)
         result["steady_rss_mib"] = round(rss_mib(pid), 1)
         before, cpu, at = writes(operator), cpu_seconds(pid), time.monotonic()
         time.sleep(IDLE_SECONDS)
@@ -415,7 +425,8 @@ def summary(r: dict[str, Any]) -> str:
             f"  create->child ms p50 {o['p50']} p95 {o['p95']} p99 {o['p99']} | direct create "
             f"p50 {d['p50']} p95 {d['p95']} p99 {d['p99']} ({r['direct_samples']} samples) "
             f"| p99 ratio {r['p99_ratio']}",
-            f"  lag after the last create {r['lag_after_last_create_s']} s; "
+            f"  lag after the last create {r['lag_after_last_create_s']} s (every status "
+            f"written), settled (no write for 10 s) {r.get('settled_after_last_create_s')} s; "
             f"RSS {r['steady_rss_mib']} MiB",
             f"  idle {r['idle']['seconds']} s: writes {r['idle']['writes']}, "
             f"CPU {r['idle']['cpu_percent_of_one_core']} % of a core",
