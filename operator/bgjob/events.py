@@ -46,7 +46,12 @@ class EventSender:
             self._queue.put_nowait((involved, kind, reason, message))
         except queue.Full:
             self.dropped += 1
-            log.warning("event dropped reason=%s: %d waiting", reason, self._queue.qsize())
+            if self.dropped == 1 or self.dropped % 100 == 0:  # a line, not a flood
+                log.warning(
+                    "events dropped: the API server is not keeping up reason=%s dropped=%d",
+                    reason,
+                    self.dropped,
+                )
 
     def _run(self) -> None:
         while True:

@@ -71,3 +71,15 @@ def test_stop_drops_what_is_still_queued_and_returns() -> None:
     threading.Timer(0.2, gate.set).start()
     sender.stop(timeout=2)
     assert len(kube.sent) <= 1, "only the Event in flight was sent"
+
+
+def test_drops_are_logged_once_per_hundred_not_each(caplog: pytest.LogCaptureFixture) -> None:
+    gate = threading.Event()
+    sender = EventSender(Recorder(gate=gate), max_pending=1)  # type: ignore[arg-type]
+    for i in range(250):
+        sender.send(BODY, "Normal", f"E{i}", "m")
+    gate.set()
+    sender.stop()
+    lines = [r for r in caplog.records if "events dropped" in r.getMessage()]
+    assert sender.dropped >= 200
+    assert 2 <= len(lines) <= 4
