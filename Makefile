@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # Reinstall when the dependencies change.
 STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 
-.PHONY: help venv deps bins cluster-up cluster-down cluster-smoke lint helm-lint unit e2e test run crd bench kind-e2e chaos
+.PHONY: help venv deps bins cluster-up cluster-down cluster-smoke lint helm-lint unit e2e test run crd bench bench-scale kind-e2e chaos
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -80,6 +80,11 @@ run: venv bins ## the product on the local control plane: operator + examples, l
 
 bench: venv deps bins ## queue scaling benchmark: reaction p50/p95, broker load, operator CPU/RSS
 	$(BIN)/python -m benchmarks.queue_scaling
+
+N ?= 10000
+bench-scale: venv bins ## scale benchmark: N BackgroundJobs (default 10000); latency, lag, cold start, RSS, SIGTERM
+	$(BIN)/pip install -q -e '.[bench]'
+	nice -n 19 $(BIN)/python -m benchmarks.scale --n $(N)
 
 kind-e2e: ## the e2e suite on a kind cluster (needs Docker; not available on CI here)
 	@hack/kind-e2e.sh

@@ -102,14 +102,25 @@ def cmd_run(args: argparse.Namespace) -> int:
             # kopf handles SIGTERM and SIGINT: cleanup handlers run, then it returns.
             liveness_endpoint=f"http://{health_host}:{health_port}/healthz",
             # Losing the Lease stops the operator; it exits non-zero to be restarted.
-            stop_flag=runtime.lost,
+            stop_flag=runtime.stopped,
         )
     )
     if runtime.lost.is_set():
         log.error("stopped: lost leadership")
-        return 1
+        _exit_now(1)
     log.info("stopped")
-    return 0
+    _exit_now(0)
+    return 0  # not reached
+
+
+def _exit_now(code: int) -> None:
+    """Exit without the interpreter's teardown: freeing a cache of thousands of objects
+    one by one took seconds after SIGTERM, with nothing left to do (everything was
+    stopped and the Lease released)."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 # --- crd ------------------------------------------------------------------------------
@@ -242,7 +253,12 @@ def parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--health-address", default="127.0.0.1:8080", help="/healthz listens here")
     run.add_argument("--metrics-address", default="127.0.0.1:9090", help="/metrics listens here")
-    run.add_argument("--workers", type=int, default=4, help="reconciles at once")
+    run.add_argument(
+        "--workers",
+        type=int,
+        default=16,
+        help="reconciles at once (mostly waiting on the API server, so more than the cores)",
+    )
     run.add_argument(
         "--resync-seconds",
         type=float,

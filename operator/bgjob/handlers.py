@@ -26,6 +26,7 @@ from bgjob import metrics
 from bgjob.api.models import KIND
 from bgjob.api.names import LABEL_MANAGED_BY, MANAGER, Body
 from bgjob.api.times import rfc3339
+from bgjob.events import EventSender
 from bgjob.informer import BackgroundJobSink, ChildSink, Informer, owner_exists
 from bgjob.kube import CHILD_KINDS, KEDA_KINDS, RESOURCES, ApiError, Kube, OwnerGone
 from bgjob.leader import LeaderElector
@@ -104,7 +105,7 @@ class Runtime:
     """The operator's moving parts, shared by the handlers."""
 
     kube: Kube
-    workers: int = 4
+    workers: int = 16
     namespaces: tuple[str, ...] = ()
     # "builtin" or "keda" (resolved by ``scaling_engine``); with KEDA's CRDs installed,
     # their objects are loaded at start-up in either mode so stale ones get pruned.
@@ -114,10 +115,14 @@ class Runtime:
     reconciler: Reconciler = field(init=False)
     queue: WorkQueue[Key] = field(init=False)
     scaler: Scaler = field(init=False)
+    events: EventSender = field(init=False)
     # With an elector, only the Lease holder reconciles; without, this process does.
     elector: LeaderElector | None = None
     leading: asyncio.Event = field(default_factory=asyncio.Event)
     lost: asyncio.Event = field(default_factory=asyncio.Event)
+    # kopf's stop flag: set when the Lease is lost, and once clean-up is done (kopf waits
+    # up to 5 s for its waiter on a flag that is never set).
+    stopped: asyncio.Event = field(default_factory=asyncio.Event)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     executor: ThreadPoolExecutor = field(init=False)
     # Every BackgroundJob is queued again this often, to heal drift a watch missed.
@@ -128,12 +133,18 @@ class Runtime:
     # The distinct errors already logged with a traceback, per failing key.
     _logged_errors: dict[Key, set[str]] = field(default_factory=dict)
     _loop: asyncio.AbstractEventLoop | None = None
+    reconciles: int = 0  # reconciles finished, whatever their result
 
     def __post_init__(self) -> None:
         self.queue = WorkQueue[Key]()
         self.scaler = Scaler(self.kube, self.queue.add)
+        self.events = EventSender(self.kube)
         self.reconciler = Reconciler(
-            self.kube, self.store, scaler=self.scaler, scaling_engine=self.scaling_engine
+            self.kube,
+            self.store,
+            scaler=self.scaler,
+            scaling_engine=self.scaling_engine,
+            events=self.events.send,
         )
         self.executor = ThreadPoolExecutor(self.workers, thread_name_prefix="reconcile")
         self.kube.owner_guard = self.owner_guard
@@ -144,6 +155,7 @@ class Runtime:
     async def start(self) -> None:
         """Start the informers; the workers start once the cache is complete."""
         self._loop = asyncio.get_running_loop()
+        self.events.start()
         self.tasks.append(asyncio.create_task(self._run()))
 
     async def _run(self) -> None:
@@ -180,7 +192,22 @@ class Runtime:
         for _ in range(self.workers):
             work = self.queue.run_worker(self._handle)
             self.tasks.append(asyncio.create_task(self._when_leading(work)))
+        self.tasks.append(asyncio.create_task(self._when_leading(self._first_pass(bgjobs))))
         log.info("started workers=%d", self.workers)
+
+    async def _first_pass(self, bgjobs: int) -> None:
+        """Log once every BackgroundJob cached at start has been reconciled once: after a
+        restart, the moment the operator acts on all of them again (and what it wrote)."""
+        started, writes = time.monotonic(), self.kube.writes
+        while self.reconciles < bgjobs or self.queue.unfinished:
+            await asyncio.sleep(0.05)
+        log.info(
+            "first pass done backgroundjobs=%d reconciles=%d writes=%d seconds=%.2f",
+            bgjobs,
+            self.reconciles,
+            self.kube.writes - writes,
+            time.monotonic() - started,
+        )
 
     def _informers_for(self, kinds: Iterable[str], selector: str | None) -> list[Informer]:
         started = []
@@ -239,8 +266,9 @@ class Runtime:
     def owner_guard(self, manifest: dict[str, Any]) -> None:
         """Before applying or creating a child: its BackgroundJob still exists, same uid.
 
-        Free when the child is cached (an update: the cache answers); one GET of the
-        BackgroundJob when about to create it, since the cache may be in a watch gap.
+        Free when the child is cached (an update: the cache answers), or when the
+        BackgroundJobs' watch is unbroken; otherwise (a relist under way) one GET of the
+        BackgroundJob before creating the child.
         """
         controller = controller_of(manifest)
         if controller is None or controller[0] != KIND:
@@ -249,11 +277,21 @@ class Runtime:
         ref = next(r for r in meta.get("ownerReferences") or [] if r.get("uid") == controller[1])
         key = (meta["namespace"], ref["name"])
         creating = not self.store.holds_child(key, manifest["kind"], meta["name"])
-        if not owner_exists(self.kube, self.store, key, controller[1], fresh=creating):
+        # The cache may be behind only in a gap between watches (a relist under way);
+        # while the watch runs unbroken, it is as fresh as a GET would be, minus the
+        # moment an event takes, and a child of a deleted owner is garbage collected.
+        fresh = creating and not self._bgjobs_live(key[0])
+        if not owner_exists(self.kube, self.store, key, controller[1], fresh=fresh):
             raise OwnerGone(
                 f"{KIND} {key[0]}/{key[1]} uid {controller[1]} is gone: "
                 f"{manifest['kind']} {meta['name']} not written"
             )
+
+    def _bgjobs_live(self, namespace: str) -> bool:
+        """Whether a BackgroundJob watch covering ``namespace`` is open with no gap."""
+        return any(
+            i.live and i.kind == KIND and i.namespace in (None, namespace) for i in self.informers
+        )
 
     @property
     def child_kinds(self) -> tuple[str, ...]:
@@ -277,6 +315,7 @@ class Runtime:
         for task in self.tasks:
             if task is not asyncio.current_task():
                 task.cancel()
+        self.stopped.set()
 
     async def _when_leading(self, work: Coroutine[Any, Any, None]) -> None:
         """Run ``work`` once this process leads; a standby only keeps its cache warm."""
@@ -296,7 +335,9 @@ class Runtime:
         return items
 
     async def stop(self) -> None:
-        """Stop the workers; a reconcile in flight finishes its current request."""
+        """Stop the workers; a reconcile in flight finishes its current request, then
+        sends nothing more; the Lease is released last."""
+        self.kube.closing = True
         for informer in self.informers:
             informer.stop()
         for task in self.tasks:
@@ -308,15 +349,19 @@ class Runtime:
         await asyncio.get_running_loop().run_in_executor(
             None, lambda: self.executor.shutdown(wait=True, cancel_futures=True)
         )
+        await asyncio.get_running_loop().run_in_executor(None, self.events.stop)
         if self.elector is not None and self.leading.is_set() and not self.lost.is_set():
             await asyncio.get_running_loop().run_in_executor(None, self.elector.release)
+        self.stopped.set()
 
     async def _handle(self, key: Key) -> None:
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
         try:
             wake = await loop.run_in_executor(self.executor, self.reconciler.reconcile, key)
+            self.reconciles += 1
         except (TransientError, ApiError) as error:
+            self.reconciles += 1
             at_least = error.retry_after if isinstance(error, ApiError) else None
             delay = self.queue.retry(key, at_least=at_least)
             metrics.observe_reconcile("retry", time.perf_counter() - started)
@@ -328,6 +373,7 @@ class Runtime:
             )
             return
         except Exception as error:  # A bug must not stop the operator: log, back off, retry.
+            self.reconciles += 1
             metrics.observe_reconcile("error", time.perf_counter() - started)
             await self._failed(key, error)
             return
@@ -385,7 +431,7 @@ class Runtime:
         )
         written = self.kube.apply_status(key[0], key[1], status)
         self.store.refresh_bgjob(written, meta.get("resourceVersion"))
-        self.kube.event(body, "Warning", "ReconcileError", message)
+        self.events.send(body, "Warning", "ReconcileError", message)
         metrics.RECONCILE_DEGRADED.inc()
         log.error("degraded namespace=%s name=%s reason=ReconcileError %s", *key, message)
 

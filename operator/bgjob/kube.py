@@ -22,6 +22,7 @@ import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
+from bgjob import metrics
 from bgjob.api.models import API_VERSION, KIND, PLURAL
 from bgjob.api.names import MANAGER
 from bgjob.api.times import rfc3339
@@ -199,6 +200,10 @@ class Kube:
     # Called before applying or creating an object owned by a BackgroundJob: raises
     # OwnerGone when that BackgroundJob no longer exists with the uid named.
     owner_guard: Callable[[dict[str, Any]], None] | None = field(default=None, repr=False)
+    # Writes to objects sent so far (the Lease's own excluded): a no-op pass adds none.
+    writes: int = 0
+    # Set on shutdown: a reconcile in flight ends at its next write instead of finishing.
+    closing: bool = False
 
     def _send(
         self,
@@ -220,6 +225,8 @@ class Kube:
             body=body,
             auth_settings=["BearerToken"],
         )
+        if fenced and self.closing:
+            raise Fenced("stopping: no write")
         if fenced and self.fence is not None:
             # As late as possible: nothing but the send itself between check and write.
             budget = self.fence()
@@ -245,11 +252,15 @@ class Kube:
         """
         fence = fenced and method in WRITES
         try:
+            if fence:
+                self.writes += 1  # counted before the fence: a refused write was attempted
             response = self._send(method, url, query, body, content_type, timeout, fence)
             data = response.read()
         except (urllib3.exceptions.HTTPError, OSError, ApiException) as error:
             # No answer (timeout, reset, refused): transient, like a 5xx.
+            metrics.API_REQUESTS.labels(method=method, code="0").inc()
             raise ApiError(0, type(error).__name__, str(error)[:500]) from None
+        metrics.API_REQUESTS.labels(method=method, code=str(response.status)).inc()
         try:
             decoded: dict[str, Any] = json.loads(data) if data else {}
         except ValueError:

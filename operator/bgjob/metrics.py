@@ -49,6 +49,12 @@ RECONCILE_DEGRADED = Counter(
     "bgjob_reconcile_degraded_total",
     "BackgroundJobs marked Degraded (ReconcileError) after repeated unexpected errors.",
 )
+# Named and labelled as client-go's, so existing dashboards for Go controllers read it.
+API_REQUESTS = Counter(
+    "rest_client_requests",
+    "Requests sent to the API server, by method and HTTP code (0: no answer).",
+    ["method", "code"],
+)
 QUEUE_PROBES = Counter(
     "bgjob_queue_probes_total",
     "Backlog reads sent to brokers, by backend and result (ok, error).",

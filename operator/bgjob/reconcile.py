@@ -184,12 +184,15 @@ class Reconciler:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         scaler: Scaler | None = None,
         scaling_engine: str = "builtin",
+        events: Callable[[Body, str, str, str], None] | None = None,
     ) -> None:
         if scaling_engine not in SCALING_ENGINES:
             raise ValueError(f"scaling engine {scaling_engine!r}: want one of {SCALING_ENGINES}")
         self.kube = kube
         self.store = store
         self.clock = clock
+        # Where Events go: the operator queues them (bgjob.events); without, sent at once.
+        self.events = events
         self.scaler = scaler
         self.engine: ScalingEngine = "keda" if scaling_engine == "keda" else "builtin"
         # Kinds whose watch keeps the cache current; others are dropped from it on delete.
@@ -606,6 +609,9 @@ class Reconciler:
         self._apply_status(body, before, after)
 
     def _event(self, body: Body, kind: EventType, reason: str, message: str) -> None:
+        if self.events is not None:
+            self.events(body, kind, reason, message)
+            return
         try:
             self.kube.event(body, kind, reason, message)
         except ApiError as error:  # An Event is worth a log line, never a retry.

@@ -46,6 +46,8 @@ DIGEST_ABOVE = 256
 # Status strings shown to users (a condition's message) are cut at this length.
 MAX_MESSAGE = 4096
 MAX_CONDITIONS = 16
+# Strings up to this long are interned in the cache (see _shared).
+INTERN_UP_TO = 64
 
 _KEPT_METADATA = (
     "name",
@@ -121,19 +123,38 @@ class Digest(str):
 
 
 def _intern(value: Any) -> Any:
-    return sys.intern(value) if isinstance(value, str) else value
+    return sys.intern(value) if type(value) is str else value
+
+
+def _shared(value: str) -> str:
+    """Short strings once for the whole cache: the same condition types, reasons,
+    images and timestamps recur across thousands of objects (each copy costs 50+ bytes).
+    Interned strings are freed when nothing holds them any more."""
+    return sys.intern(value) if len(value) <= INTERN_UP_TO and type(value) is str else value
 
 
 def compact(value: Any) -> Any:
-    """A copy of a JSON value with every long string replaced by its Digest."""
+    """A copy of a JSON value with every long string replaced by its Digest, and the
+    short ones shared."""
     if isinstance(value, str):
         if len(value) > DIGEST_ABOVE and not isinstance(value, Digest):
             return Digest.of(value)
-        return value
+        return _shared(value)
     if isinstance(value, dict):
         return {_intern(k): compact(v) for k, v in value.items()}
     if isinstance(value, list):
         return [compact(v) for v in value]
+    return value
+
+
+def shared(value: Any) -> Any:
+    """A copy of a JSON value with its keys and short strings shared (see ``_shared``)."""
+    if isinstance(value, str):
+        return _shared(value)
+    if isinstance(value, dict):
+        return {_intern(k): shared(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [shared(v) for v in value]
     return value
 
 
@@ -161,19 +182,20 @@ def _child_status(kind: str, status: Any) -> dict[str, Any]:
         value = status[name]
         if name == "conditions":
             value = [
-                {k: _short(c[k]) for k in _CONDITION_FIELDS if k in c}
+                {k: shared(_short(c[k])) for k in _CONDITION_FIELDS if k in c}
                 for c in (value if isinstance(value, list) else [])[:MAX_CONDITIONS]
                 if isinstance(c, dict)
             ]
-        kept[name] = _short(value)
+        kept[name] = shared(_short(value))
     return kept
 
 
 def _metadata(meta: Any) -> dict[str, Any]:
     meta = meta if isinstance(meta, dict) else {}
     kept = {k: meta[k] for k in _KEPT_METADATA if k in meta}
-    if "namespace" in kept:
-        kept["namespace"] = _intern(kept["namespace"])
+    for name in ("namespace", "creationTimestamp", "deletionTimestamp"):
+        if name in kept:
+            kept[name] = _intern(kept[name])
     if "ownerReferences" in kept:
         kept["ownerReferences"] = [
             {k: _intern(ref[k]) for k in _KEPT_OWNER_FIELDS if k in ref}
@@ -205,8 +227,8 @@ def trim(body: Body, kind: str | None = None, api_version: str | None = None) ->
             "apiVersion": _intern(api_version or body.get("apiVersion")),
             "kind": kind,
             "metadata": meta,
-            "spec": body.get("spec") or {},
-            "status": body.get("status") or {},
+            "spec": shared(body.get("spec") or {}),
+            "status": shared(body.get("status") or {}),
         }
     if "labels" in meta:
         meta["labels"] = _ours(meta["labels"], _OUR_LABEL_PREFIXES)

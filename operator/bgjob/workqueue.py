@@ -119,6 +119,11 @@ class WorkQueue(Generic[Key]):
     def __len__(self) -> int:
         return len(self._queued)
 
+    @property
+    def unfinished(self) -> int:
+        """Keys waiting or being reconciled now (delayed wake-ups not counted)."""
+        return len(self._queued | self._running | self._again)
+
     def _take(self) -> Key:
         shard = self._turns.popleft()
         waiting = self._ready[shard]

@@ -128,3 +128,28 @@ def test_retry_after_header(header: str | None, seconds: float | None) -> None:
 
 def test_api_error_carries_no_retry_after_by_default() -> None:
     assert ApiError(500, "InternalError", "boom").retry_after is None
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "PATCH", "DELETE"])
+def test_a_closing_kube_sends_no_write_even_without_a_fence(method: str) -> None:
+    kube = Kube(Unreachable())  # type: ignore[arg-type]
+    kube.closing = True  # SIGTERM: a reconcile in flight stops at its next write
+    with pytest.raises(Fenced, match="stopping"):
+        kube.request(method, "/apis/apps/v1/namespaces/shop/deployments/x", body={})
+
+
+def test_a_closing_kube_still_reads_and_releases_its_lease() -> None:
+    kube = Kube(Unreachable())  # type: ignore[arg-type]
+    kube.closing = True
+    with pytest.raises(AssertionError, match="sent"):
+        kube.request("GET", "/api/v1/namespaces/shop/secrets/x")
+    with pytest.raises(AssertionError, match="sent"):  # the Lease's own write is not fenced
+        kube.request("PUT", "/apis/coordination.k8s.io/v1/namespaces/ops/leases/x", fenced=False)
+
+
+def test_writes_are_counted_and_reads_and_the_lease_are_not() -> None:
+    kube = Kube(Unreachable())  # type: ignore[arg-type]
+    for method, fenced in (("GET", True), ("PUT", False), ("PATCH", True), ("POST", True)):
+        with pytest.raises(AssertionError):
+            kube.request(method, "/apis/apps/v1/namespaces/shop/deployments/x", fenced=fenced)
+    assert kube.writes == 2

@@ -12,8 +12,12 @@ import copy
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
+from zoneinfo import ZoneInfo
 
 import pytest
+from croniter import croniter
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from specs import CREATED, body
 
 from bgjob.api.models import parse
@@ -24,6 +28,7 @@ from bgjob.runs import (
     failure_message,
     failure_reason,
     is_finished,
+    next_cron_time,
     once_identity,
     plan_runs,
     run_failure,
@@ -615,3 +620,20 @@ def test_once_means_once_across_trigger_changes(flip: Flip) -> None:
     assert cluster.created.count("worker") == flip.once_runs, cluster.created
     assert cluster.bgj["status"]["state"] == flip.state, cluster.bgj["status"]["conditions"]
     assert cluster.bgj["status"]["onceRunStarted"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    cron=st.sampled_from(["*/7 * * * *", "0 3 * * *", "30 2 * * 0", "0 0 31 * *", "@hourly"]),
+    zone=st.sampled_from(["UTC", "Europe/Madrid", "America/New_York"]),
+    steps=st.lists(st.integers(min_value=-3600, max_value=40 * 86400), min_size=1, max_size=12),
+)
+def test_the_next_firing_remembered_is_what_croniter_says_for_any_moment(
+    cron: str, zone: str, steps: list[int]
+) -> None:
+    # Across DST changes (2026-03-29 in Madrid, 03-08 in New York), backwards and forwards.
+    start = datetime(2026, 3, 1, 0, 0, 0, 500000, tzinfo=UTC)
+    for seconds in steps:
+        now = start + timedelta(seconds=seconds)
+        expected = croniter(cron, now.astimezone(ZoneInfo(zone))).get_next(datetime)
+        assert next_cron_time(cron, zone, now) == expected

@@ -434,3 +434,27 @@ def test_the_operators_queue_is_named_backgroundjob() -> None:
     before = scrape().get(("workqueue_adds_total", (("name", "backgroundjob"),)), 0.0)
     queue.add(("shop", "metrics-name-check"))
     assert of(scrape(), "workqueue_adds_total", "backgroundjob") == before + 1
+
+
+def test_unfinished_counts_waiting_and_running_keys_not_delayed_ones() -> None:
+    async def scenario() -> list[int]:
+        queue: WorkQueue[Key] = WorkQueue()
+        release = asyncio.Event()
+        counts: list[int] = []
+
+        async def handle(key: Key) -> None:
+            await release.wait()
+
+        queue.add(KEY)
+        queue.add(OTHER)
+        queue.add_after(("shop", "later"), 60)
+        counts.append(queue.unfinished)
+        async with running(queue, handle, workers=1):
+            await settle()
+            counts.append(queue.unfinished)  # one running, one waiting
+            release.set()
+            await settle()
+            counts.append(queue.unfinished)
+        return counts
+
+    assert asyncio.run(scenario()) == [2, 2, 0]

@@ -19,6 +19,7 @@ is an empty range; ``schedule_problem`` does, for the reconciler to report.
 
 from __future__ import annotations
 
+import functools
 import re
 
 # Go's strings.Fields splits on these (ASCII part of unicode.IsSpace).
@@ -90,6 +91,7 @@ def _expand(field: str, low: int, high: int, names: tuple[str, ...]) -> tuple[se
     return values, star
 
 
+@functools.lru_cache(maxsize=1024)  # pure; every reconcile of a schedule asks
 def schedule_problem(cron: str) -> str | None:
     """Why an admitted cron expression can never run, or None when it fires.
 

@@ -279,6 +279,11 @@ class Scaler:
     def untrack(self, key: Key) -> None:
         """Stop scaling a BackgroundJob (deleted, suspended, or no longer a queue): its
         broker client closes if nobody else uses it, its Secret key leaves the cache."""
+        if key not in self._targets:
+            # Never tracked, or untracked already (and its series forgotten then): most
+            # BackgroundJobs are no queue, and every reconcile of one comes here. No
+            # track() of the same key runs meanwhile (one reconcile per key at a time).
+            return
         with self._lock:
             target = self._targets.pop(key, None)
             if target is not None:

@@ -160,8 +160,17 @@ def pod_template(bgj: BackgroundJob, restart_policy: str) -> dict[str, Any]:
 
 def spec_hash(manifest: Manifest) -> str:
     """A short, stable hash of a manifest, ignoring the hash annotation itself."""
-    body = copy.deepcopy(manifest)
-    body.get("metadata", {}).get("annotations", {}).pop(SPEC_HASH_ANNOTATION, None)
+    body = manifest
+    annotations = manifest.get("metadata", {}).get("annotations")
+    if annotations is not None and SPEC_HASH_ANNOTATION in annotations:
+        # A copy of the two levels that change; the rest is only read.
+        body = {
+            **manifest,
+            "metadata": {
+                **manifest["metadata"],
+                "annotations": {k: v for k, v in annotations.items() if k != SPEC_HASH_ANNOTATION},
+            },
+        }
     digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
     return digest[:16]
 
