@@ -438,8 +438,13 @@ def _up() -> None:
 
     bindir = bins()
     if realnode.enabled():
-        # Cold, the Python base image takes minutes: not inside START_TIMEOUT.
+        # Cold, the Python base image and containerd take minutes: not inside
+        # START_TIMEOUT.
         build_images()
+        try:
+            realnode.containerd_bin()
+        except realnode.RealNodeError as e:
+            raise ClusterError(str(e)) from e
     t_bins = time.monotonic()
     for d in (PKI, LOGS, PIDS, STATE_DIR / "etcd", STATE_DIR / "kwok"):
         d.mkdir(parents=True, exist_ok=True)
@@ -665,7 +670,13 @@ def start_realnode(bindir: Path, state: dict, procs: dict, deadline: float) -> N
 
     t0 = time.monotonic()
     wait_for(f"node {realnode.NODE_NAME} Ready", node_ready, deadline, procs)
-    log(f"real node {realnode.NODE_NAME} Ready {time.monotonic() - t0:.1f}s after its kubelet")
+    code, body = api_get(state["server"], f"/api/v1/nodes/{realnode.NODE_NAME}")
+    node_info = json.loads(body).get("status", {}).get("nodeInfo", {}) if code == 200 else {}
+    runtime, kubelet = node_info.get("containerRuntimeVersion"), node_info.get("kubeletVersion")
+    log(
+        f"real node {realnode.NODE_NAME} Ready {time.monotonic() - t0:.1f}s after its kubelet "
+        f"({runtime}, kubelet {kubelet})"
+    )
 
 
 def build_images() -> None:

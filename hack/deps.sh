@@ -11,11 +11,10 @@ command -v redis-server >/dev/null || packages+=(redis-server)
 command -v rabbitmq-server >/dev/null && [[ -x /usr/lib/rabbitmq/bin/rabbitmq-server || -x /usr/sbin/rabbitmq-server ]] \
   || packages+=(rabbitmq-server)
 command -v openssl >/dev/null || packages+=(openssl)
-# The real node: containerd 1.6 + runc + CNI plugins (Debian's; containerd 2.x
-# is not packaged for bookworm), a local registry, and what builds images
-# offline. (containernetworking-plugins pulls in iptables; the kubelet is run
-# without it on its PATH, so it creates no chains.)
-command -v containerd >/dev/null || packages+=(containerd)
+# The real node: runc + CNI plugins (Debian's; containerd 2.x is not packaged
+# for bookworm, hack/containerd.sh builds it), a local registry, and what
+# builds images offline. (containernetworking-plugins pulls in iptables; the
+# kubelet is run without it on its PATH, so it creates no chains.)
 command -v runc >/dev/null || [[ -x /usr/sbin/runc ]] || packages+=(runc)
 [[ -x /usr/lib/cni/bridge && -x /usr/lib/cni/host-local ]] || packages+=(containernetworking-plugins)
 command -v docker-registry >/dev/null || packages+=(docker-registry)
@@ -26,7 +25,7 @@ check_versions() {
   # shellcheck source-path=SCRIPTDIR source=versions.env
   source "$(dirname "${BASH_SOURCE[0]}")/versions.env"
   local pkg want have bad=0
-  for pkg in containerd:$CONTAINERD_DEBIAN runc:$RUNC_DEBIAN containernetworking-plugins:$CNI_PLUGINS_DEBIAN; do
+  for pkg in runc:$RUNC_DEBIAN containernetworking-plugins:$CNI_PLUGINS_DEBIAN; do
     want="${pkg#*:}"; pkg="${pkg%%:*}"
     have="$(dpkg-query -W -f '${Version}' "$pkg" 2>/dev/null || true)"
     if [[ $have != "$want"* ]]; then log "$pkg is $have, hack/versions.env pins $want"; bad=1; fi

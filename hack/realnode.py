@@ -58,7 +58,7 @@ LABEL = f"{TAINT_KEY}=true"
 HOST_DIR = Path("/run/bgjob-realnode")  # host-wide registry of running real nodes
 SUBNET_PREFIX = "10.89"
 SERVICE_IP = "10.96.0.1"  # the `kubernetes` Service (hack/cluster.py SERVICE_CIDR)
-# Host paths that containerd 1.6 / the kubelet use whatever we configure.
+# Host paths that containerd / the kubelet use whatever we configure.
 SHARED_DIRS = [
     Path("/var/lib/kubelet/device-plugins"),
     Path("/var/lib/kubelet"),
@@ -185,6 +185,27 @@ def _claim(ctx: Ctx) -> int:
 # --- start -------------------------------------------------------------------
 
 
+def containerd_bin() -> Path:
+    """The dir with containerd 2.x, its runc shim and ctr: hack/containerd.sh
+    builds them once from the Go module proxy (minutes cold, instant after)."""
+    r = subprocess.run(
+        [str(Path(__file__).resolve().parent / "containerd.sh")],
+        stdout=subprocess.PIPE,
+        text=True,
+        timeout=3600,
+    )
+    if r.returncode != 0 or not r.stdout.strip():
+        raise RealNodeError("hack/containerd.sh failed")
+    return Path(r.stdout.strip().splitlines()[-1])
+
+
+def _ctr(ctx: Ctx) -> list[str]:
+    """ctr of the containerd this node started (recorded at start), on its socket."""
+    recorded = ctx.dir / "containerd" / "bin-dir"
+    ctr = Path(recorded.read_text().strip()) / "ctr" if recorded.exists() else Path("ctr")
+    return [str(ctr), "--address", str(ctx.sock), "-n", "k8s.io"]
+
+
 def start(
     ctx: Ctx, bindir: Path, server: str, procs: dict[str, Any], deadline: float
 ) -> dict[str, Any]:
@@ -252,10 +273,13 @@ def start(
     )
 
     _containerd_config(ctx, registry)
+    cbin = containerd_bin()
+    (ctx.dir / "containerd" / "bin-dir").write_text(f"{cbin}\n")
     procs["containerd"] = ctx.spawn(
         "containerd",
-        ["containerd", f"--config={ctx.dir / 'containerd' / 'config.toml'}"],
-        env={"PATH": "/usr/local/bin:/usr/bin:/usr/sbin:/bin:/sbin"},
+        [str(cbin / "containerd"), f"--config={ctx.dir / 'containerd' / 'config.toml'}"],
+        # Its runc shim is found on PATH, runc itself too (Debian's, /usr/sbin).
+        env={"PATH": f"{cbin}:/usr/local/bin:/usr/bin:/usr/sbin:/bin:/sbin"},
     )
     _wait("containerd", lambda: ctx.sock.exists(), deadline, procs, ctx)
     (ctx.dir / "cni" / "net.d" / "10-bgjob.conflist").write_text(
@@ -380,42 +404,53 @@ def _containerd_config(ctx: Ctx, registry: str) -> None:
         f'server = "http://{registry}"\n'
         f'[host."http://{registry}"]\n  capabilities = ["pull", "resolve"]\n'
     )
-    cri = 'plugins."io.containerd.grpc.v1.cri"'
-    (c / "config.toml").write_text(f"""version = 2
+    (c / "config.toml").write_text(f"""# containerd 2.x (hack/containerd.sh): config version 4.
+version = 4
 root = "{c / "root"}"
 state = "{c / "state"}"
+# Nothing from the host's /etc/containerd/conf.d.
+imports = []
 disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",
-                    "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs"]
-[grpc]
-  address = "{ctx.sock}"
-[ttrpc]
-  address = "{ctx.sock}.ttrpc"
+                    "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.erofs",
+                    "io.containerd.snapshotter.v1.blockfile",
+                    # NRI would listen on /var/run/nri/nri.sock, outside our state dir.
+                    "io.containerd.nri.v1.nri"]
 [debug]
   level = "warn"
+[plugins."io.containerd.server.v1.grpc"]
+  address = "{ctx.sock}"
+[plugins."io.containerd.server.v1.ttrpc"]
+  address = "{ctx.sock}.ttrpc"
 [plugins."io.containerd.internal.v1.opt"]
   path = "{c / "opt"}"
-[{cri}]
-  sandbox_image = "{registry}/pause:1"
+[plugins."io.containerd.image-verifier.v1.bindir"]
+  bin_dir = "{c / "image-verifier"}"
+[plugins."io.containerd.grpc.v1.cri"]
   stream_server_address = "127.0.0.1"
   stream_server_port = "0"
+[plugins."io.containerd.cri.v1.images"]
+  snapshotter = "overlayfs"
+  [plugins."io.containerd.cri.v1.images".pinned_images]
+    sandbox = "{registry}/pause:1"
+  [plugins."io.containerd.cri.v1.images".registry]
+    config_path = "{c / "certs.d"}"
+[plugins."io.containerd.cri.v1.runtime"]
   enable_selinux = false
   # Required on these VMs: no CAP_SYS_RESOURCE in the bounding set, so runc
   # cannot lower oom_score_adj below containerd's own (see docs/real-node).
   restrict_oom_score_adj = true
   netns_mounts_under_state_dir = true
-  [{cri}.cni]
-    bin_dir = "/usr/lib/cni"
+  cdi_spec_dirs = []
+  [plugins."io.containerd.cri.v1.runtime".cni]
+    bin_dirs = ["/usr/lib/cni"]
     conf_dir = "{ctx.dir / "cni" / "net.d"}"
-  [{cri}.containerd]
-    snapshotter = "overlayfs"
+  [plugins."io.containerd.cri.v1.runtime".containerd]
     default_runtime_name = "runc"
-    [{cri}.containerd.runtimes.runc]
+    [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc]
       runtime_type = "io.containerd.runc.v2"
-      [{cri}.containerd.runtimes.runc.options]
+      [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc.options]
         SystemdCgroup = false
         Root = "{c / "runc"}"
-  [{cri}.registry]
-    config_path = "{c / "certs.d"}"
 """)
 
 
@@ -521,7 +556,7 @@ def stop(ctx: Ctx, kubectl: list[str] | None) -> None:
 
 def _containers_left(ctx: Ctx) -> bool:
     r = subprocess.run(
-        ["ctr", "--address", str(ctx.sock), "-n", "k8s.io", "tasks", "ls", "-q"],
+        [*_ctr(ctx), "tasks", "ls", "-q"],
         capture_output=True,
         text=True,
         timeout=10,
@@ -532,7 +567,7 @@ def _containers_left(ctx: Ctx) -> bool:
 def _kill_tasks(ctx: Ctx) -> None:
     if not ctx.alive("containerd"):
         return
-    ctr = ["ctr", "--address", str(ctx.sock), "-n", "k8s.io"]
+    ctr = _ctr(ctx)
     with contextlib.suppress(subprocess.TimeoutExpired):
         tasks = run(*ctr, "tasks", "ls", "-q", check=False, timeout=10).stdout.split()
         for t in tasks:
