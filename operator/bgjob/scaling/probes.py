@@ -1,4 +1,5 @@
-"""Backlog probes: how many messages wait in a Redis list or a RabbitMQ queue.
+"""Backlog probes: how many messages wait in a Redis list or a RabbitMQ queue, and what
+an RQ or Celery pool holds (read from the job library's own keys in Redis).
 
 Every call has a deadline (``timeout``) that bounds connecting, the handshake
 and the read. Clients are kept per broker URL in a ``ClientPool``: reference
@@ -73,12 +74,29 @@ class ProbeError(Exception):
 
 
 @dataclass(frozen=True)
+class Work:
+    """What a work-aware backend (rq, celery) holds, read in one probe call."""
+
+    backlog: int  # jobs waiting, in flight and due
+    busy: frozenset[str] = frozenset()  # pods (worker hostnames) busy with a job
+    # Epoch seconds of the earliest scheduled jobs not yet due (at most MAX_DUE_TIMES).
+    due_times: tuple[float, ...] = ()
+    # Changes whenever a job starts or finishes: the cooldown counts from its last change.
+    activity: Hashable = None
+
+
+# Workers read per probe, and future due times returned: every Redis read is bounded.
+MAX_WORKERS = 512
+MAX_DUE_TIMES = 64
+
+
+@dataclass(frozen=True)
 class QueueRef:
     """One queue on one broker: what a probe reads. Equal refs share one probe call."""
 
-    backend: str  # "redis" or "rabbitmq"
+    backend: str  # "redis", "rabbitmq", "rq" or "celery"
     url: str
-    name: str
+    name: str  # rq: the queue names joined by ","
     management_url: str | None = None  # RabbitMQ: count unacknowledged messages too
     allow_insecure_management: bool = False
 
@@ -107,7 +125,7 @@ def redact(url: str) -> str:
 class Probe(Protocol):
     """Reads the backlog of one kind of broker."""
 
-    def backlog(self, queue: QueueRef, timeout: float) -> int: ...
+    def backlog(self, queue: QueueRef, timeout: float) -> int | Work: ...
 
     def retain(self, url: str, user: Hashable) -> None: ...
 
@@ -261,7 +279,10 @@ class _Handle(Generic[C]):
 RECONNECTABLE = (redis.ConnectionError, pika.exceptions.AMQPConnectionError, OSError)
 
 
-def _with_reconnect(pool: ClientPool[C], url: str, timeout: float, call: Callable[[C], int]) -> int:
+R = TypeVar("R")
+
+
+def _with_reconnect(pool: ClientPool[C], url: str, timeout: float, call: Callable[[C], R]) -> R:
     """Run ``call`` on the URL's client; a reused client that fails (the broker dropped an
     idle connection) is replaced once, within the same deadline."""
     with pool.use(url, timeout) as handle:
@@ -302,7 +323,7 @@ class _RedisClient:
 
 
 class RedisProbe:
-    """LLEN of a Redis list."""
+    """LLEN of a Redis list (subclasses read a job library's keys on the same clients)."""
 
     def __init__(self, policy: NetworkPolicy | None = None, cap: int = MAX_CLIENTS) -> None:
         self.policy = policy or NetworkPolicy()
@@ -333,7 +354,7 @@ class RedisProbe:
     def _close(client: _RedisClient) -> None:
         client.pool.disconnect()
 
-    def backlog(self, queue: QueueRef, timeout: float) -> int:
+    def backlog(self, queue: QueueRef, timeout: float) -> int | Work:
         def llen(client: _RedisClient) -> int:
             length = client.client.llen(queue.name)
             return int(length)  # type: ignore[arg-type]
@@ -351,6 +372,117 @@ class RedisProbe:
 
     def close(self) -> None:
         self.pool.close()
+
+
+# --- RQ -------------------------------------------------------------------------------
+# The key layout read here is RQ's (python-rq 2.x and 3.0, checked against rq 3.0.0's
+# source; RQ_KEY_PREFIX left at its default "rq"):
+#   rq:queue:<q>      list of job ids waiting
+#   rq:wip:<q>        StartedJobRegistry, a zset of jobs in flight scored by their expiry
+#                     (entries whose expiry passed belong to dead workers and are not work)
+#   rq:scheduled:<q>  ScheduledJobRegistry, a zset scored by the due epoch (enqueue_at/_in)
+#   rq:workers:<q>    set of the keys of the workers listening on <q>
+#   rq:worker:<name>  hash: state (busy|idle|...), current_job, hostname,
+#                     successful_job_count, failed_job_count
+RQ_PREFIX = "rq"
+
+
+def rq_work(
+    now: float,
+    queued: list[int],
+    started: list[int],
+    due: list[int],
+    future: list[list[tuple[bytes, float]]],
+    workers: dict[str, list[bytes | None]],
+) -> Work:
+    """The Work of an RQ pool from the replies of its two pipelines (pure).
+
+    ``workers`` maps a worker key to HMGET state, current_job, hostname,
+    successful_job_count, failed_job_count; a key whose hash expired (a dead worker)
+    has only Nones.
+    """
+    busy: set[str] = set()
+    jobs_in_hand: set[tuple[str, str]] = set()
+    done = 0
+    for key, (state, current, hostname, succeeded, failed) in sorted(workers.items()):
+        if state is None:
+            continue
+        name = key.removeprefix(f"{RQ_PREFIX}:worker:")
+        done += _count(succeeded) + _count(failed)
+        if state == b"busy":
+            busy.add(hostname.decode(errors="replace") if hostname else name)
+            jobs_in_hand.add((name, (current or b"").decode(errors="replace")))
+    times = sorted(score for entries in future for _, score in entries if score > now)
+    return Work(
+        backlog=sum(queued) + sum(started) + sum(due),
+        busy=frozenset(busy),
+        due_times=tuple(times[:MAX_DUE_TIMES]),
+        activity=(frozenset(jobs_in_hand), done, sum(started)),
+    )
+
+
+def _count(value: bytes | None) -> int:
+    try:
+        return int(value or 0)
+    except ValueError:
+        return 0
+
+
+class RQProbe(RedisProbe):
+    """Jobs queued, in flight and due, busy workers and the next due times of RQ queues:
+    two pipelined round trips, each command bounded (no KEYS, no unbounded range)."""
+
+    def backlog(self, queue: QueueRef, timeout: float) -> int | Work:
+        names = queue.name.split(",")
+
+        def read(client: _RedisClient) -> Work:
+            now = time.time()
+            pipe = client.client.pipeline(transaction=False)
+            for name in names:
+                pipe.llen(f"{RQ_PREFIX}:queue:{name}")
+                pipe.zcount(f"{RQ_PREFIX}:wip:{name}", f"({now}", "+inf")
+                pipe.zcount(f"{RQ_PREFIX}:scheduled:{name}", "-inf", now)
+                pipe.zrangebyscore(
+                    f"{RQ_PREFIX}:scheduled:{name}",
+                    f"({now}",
+                    "+inf",
+                    start=0,
+                    num=MAX_DUE_TIMES,
+                    withscores=True,
+                )
+                pipe.srandmember(f"{RQ_PREFIX}:workers:{name}", MAX_WORKERS)
+            replies = pipe.execute()
+            per = [replies[i : i + 5] for i in range(0, len(replies), 5)]
+            keys = sorted({k.decode(errors="replace") for part in per for k in part[4]})
+            keys = [k for k in keys if k.startswith(f"{RQ_PREFIX}:worker:")][:MAX_WORKERS]
+            workers: dict[str, list[bytes | None]] = {}
+            if keys:
+                pipe = client.client.pipeline(transaction=False)
+                for key in keys:
+                    pipe.hmget(
+                        key,
+                        [
+                            "state",
+                            "current_job",
+                            "hostname",
+                            "successful_job_count",
+                            "failed_job_count",
+                        ],
+                    )
+                workers = dict(zip(keys, pipe.execute(), strict=True))
+            return rq_work(
+                now,
+                [int(p[0]) for p in per],
+                [int(p[1]) for p in per],
+                [int(p[2]) for p in per],
+                [list(p[3]) for p in per],
+                workers,
+            )
+
+        try:
+            return _with_reconnect(self.pool, queue.url, timeout, read)
+        except (redis.RedisError, OSError, ValueError) as error:
+            raise ProbeError(f"rq {queue}: {type(error).__name__}: {error}") from None
 
 
 # --- RabbitMQ -------------------------------------------------------------------------

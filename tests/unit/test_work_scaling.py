@@ -1,0 +1,210 @@
+"""Work-aware queues (rq): the backlog read from RQ's keys, busy workers kept, the
+cooldown counted from the last job started or finished, scheduled jobs woken on time."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from bgjob.api.models import InvalidSpec, parse
+from bgjob.scaling.decision import (
+    Activity,
+    Limits,
+    desired_work_replicas,
+    due_soon,
+    next_wake,
+)
+from bgjob.scaling.probes import rq_work
+
+LIMITS = Limits(
+    min_replicas=0,
+    max_replicas=10,
+    target_per_replica=5,
+    activation_threshold=0,
+    cooldown_seconds=60,
+)
+
+
+def worker(state: str | None, job: str = "", host: str = "", ok: int = 0) -> list[bytes | None]:
+    if state is None:
+        return [None, None, None, None, None]
+    return [state.encode(), job.encode() or None, host.encode() or None, str(ok).encode(), None]
+
+
+def test_rq_backlog_is_queued_plus_in_flight_plus_due_over_all_queues() -> None:
+    work = rq_work(
+        now=1000.0,
+        queued=[3, 1],
+        started=[2, 0],
+        due=[1, 4],
+        future=[[(b"a", 1010.0), (b"b", 3600.0)], [(b"c", 1005.0)]],
+        workers={},
+    )
+    assert work.backlog == 3 + 1 + 2 + 0 + 1 + 4
+    assert work.due_times == (1005.0, 1010.0, 3600.0)
+    assert work.busy == frozenset()
+
+
+def test_rq_busy_workers_are_named_by_their_pod_hostname_and_dead_ones_ignored() -> None:
+    work = rq_work(
+        now=0.0,
+        queued=[0],
+        started=[2],
+        due=[0],
+        future=[[]],
+        workers={
+            "rq:worker:9f3a": worker("busy", "job-1", host="emails-7d9-abcde"),
+            "rq:worker:emails-7d9-fghij": worker("busy", "job-2"),  # no hostname: its name
+            "rq:worker:idle1": worker("idle", host="emails-7d9-zzzzz"),
+            "rq:worker:gone": worker(None),  # its hash expired: a dead worker
+        },
+    )
+    assert work.busy == {"emails-7d9-abcde", "emails-7d9-fghij"}
+
+
+@pytest.mark.parametrize(
+    ("change", "same"),
+    [
+        ({"job": "job-2"}, False),  # the busy worker took another job
+        ({"ok": 8}, False),  # a job finished
+        ({"state": "idle", "job": ""}, False),  # the worker went idle
+        ({}, True),  # nothing happened
+    ],
+)
+def test_rq_activity_changes_when_a_job_starts_or_finishes(
+    change: dict[str, Any], same: bool
+) -> None:
+    base = {"state": "busy", "job": "job-1", "host": "p1", "ok": 7}
+
+    def read(**fields: Any) -> object:
+        w = {**base, **fields}
+        return rq_work(0.0, [0], [1], [0], [[]], {"rq:worker:p1": worker(**w)}).activity
+
+    assert (read() == read(**change)) is same
+
+
+# --- the decision ----------------------------------------------------------------------
+
+# Each row: polls as (time, backlog, busy, fingerprint); the replicas after each poll.
+CASES: dict[str, tuple[int, list[tuple[float, int, int, object]], list[int]]] = {
+    "up at once with the backlog": (0, [(0, 12, 0, "a")], [3]),
+    "idle stays at zero": (0, [(0, 0, 0, None), (100, 0, 0, None)], [0, 0]),
+    "never below the busy workers, even past the cooldown": (
+        4,
+        [(0, 3, 3, "a"), (100, 3, 3, "a"), (200, 3, 3, "a")],
+        [4, 3, 3],
+    ),
+    "in-flight jobs keep replicas through the cooldown while they start and finish": (
+        4,
+        [(0, 8, 4, "a"), (50, 4, 4, "b"), (100, 2, 2, "c"), (150, 1, 1, "d")],
+        [4, 4, 4, 4],
+    ),
+    "the cooldown counts from the last job finished, not the last non-zero poll": (
+        2,
+        # Work ends at t=100 (fingerprint changes to "done"); backlog 0 from t=100.
+        [(0, 2, 2, "a"), (100, 0, 0, "done"), (150, 0, 0, "done"), (161, 0, 0, "done")],
+        [2, 2, 2, 0],
+    ),
+    "a long job with no start or finish lets idle workers go after the cooldown": (
+        3,
+        [(0, 1, 1, "long"), (30, 1, 1, "long"), (61, 1, 1, "long")],
+        [3, 3, 1],
+    ),
+    "no data keeps what runs": (3, [(0, None, 0, None), (500, None, 0, None)], [3, 3]),  # type: ignore[list-item]
+    "busy above concurrency is capped": (2, [(0, 0, 50, "a"), (100, 0, 50, "a")], [2, 2]),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_work_aware_decision(case: str) -> None:
+    current, polls, expected = CASES[case]
+    limits = Limits(0, 10 if "capped" not in case else 2, 5, 0, 60)
+    activity = Activity()
+    got = []
+    for now, backlog, busy, fingerprint in polls:
+        current = desired_work_replicas(backlog, busy, fingerprint, current, limits, activity, now)
+        got.append(current)
+    assert got == expected
+
+
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 100), st.integers(0, 20), st.integers(0, 3), st.floats(0.1, 100)),
+        min_size=1,
+        max_size=30,
+    ),
+    st.integers(0, 3),
+    st.integers(1, 12),
+)
+def test_work_aware_replicas_stay_in_bounds_and_cover_the_busy_workers(
+    polls: list[tuple[int, int, int, float]], fewest: int, most: int
+) -> None:
+    limits = Limits(min(fewest, most), most, 5, 0, 30)
+    activity, current, now = Activity(), 0, 0.0
+    for backlog, busy, fingerprint, step in polls:
+        now += step
+        current = desired_work_replicas(backlog, busy, fingerprint, current, limits, activity, now)
+        assert limits.min_replicas <= current <= limits.max_replicas
+        assert current >= min(busy, most)
+
+
+@pytest.mark.parametrize(
+    ("due", "now", "lead", "soon", "wake"),
+    [
+        ((), 100.0, 5.0, 0, None),
+        ((110.0,), 100.0, 5.0, 0, 105.0),  # wake 5 s before it is due
+        ((104.0,), 100.0, 5.0, 1, None),  # within the lead: counts as backlog now
+        ((104.0, 3700.0), 100.0, 5.0, 1, 3695.0),  # a job due in an hour wakes nobody yet
+        ((110.0,), 100.0, 0.0, 0, 110.0),
+    ],
+)
+def test_scheduled_jobs_count_within_their_lead_and_wake_the_scaler_at_it(
+    due: tuple[float, ...], now: float, lead: float, soon: int, wake: float | None
+) -> None:
+    assert due_soon(due, now, lead) == soon
+    assert next_wake(due, now, lead) == wake
+
+
+# --- the API ---------------------------------------------------------------------------
+
+
+def bgjob(rq: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "bgjob.dev/v1alpha1",
+        "kind": "BackgroundJob",
+        "metadata": {"name": "emails", "namespace": "shop", "uid": "u", "generation": 1},
+        "spec": {"image": "app:1", "trigger": {"queue": {"rq": rq}}, "concurrency": 4},
+    }
+
+
+def test_an_rq_queue_trigger_is_accepted_with_its_defaults() -> None:
+    bgj = parse(bgjob({"url": "redis://redis.shop:6379/0", "queues": ["high", "default"]}))
+    queue = bgj.spec.trigger.queue
+    assert queue is not None and queue.rq is not None
+    assert queue.backend == "rq"
+    assert queue.rq.schedule_lead_seconds == 5
+
+
+@pytest.mark.parametrize(
+    ("rq", "field"),
+    [
+        ({"url": "redis://app:s3cret@redis:6379/0", "queues": ["q"]}, "spec.trigger.queue.rq.url"),
+        ({"url": "redis://redis:6379/0?password=x", "queues": ["q"]}, "spec.trigger.queue.rq.url"),
+        ({"url": "amqp://mq:5672/", "queues": ["q"]}, "spec.trigger.queue.rq.url"),
+        ({"url": "redis://redis:6379/0", "queues": []}, "spec.trigger.queue.rq.queues"),
+        ({"url": "redis://redis:6379/0", "queues": ["a b"]}, "spec.trigger.queue.rq.queues"),
+        ({"url": "redis://redis:6379/0", "queues": ["a", "a"]}, "spec.trigger.queue.rq.queues"),
+        ({"queues": ["q"]}, "spec.trigger.queue.rq"),
+        (
+            {"url": "redis://r:6379/0", "queues": ["q"], "scheduleLeadSeconds": 301},
+            "spec.trigger.queue.rq.scheduleLeadSeconds",
+        ),
+    ],
+)
+def test_a_bad_rq_trigger_is_rejected_naming_the_field(rq: dict[str, Any], field: str) -> None:
+    with pytest.raises(InvalidSpec) as error:
+        parse(bgjob(rq))
+    assert field in str(error.value)
