@@ -34,7 +34,7 @@ from bgjob.api.names import (
     EventType,
     ScalingEngine,
 )
-from bgjob.kube import CHILD_KINDS, KEDA_KINDS, ApiError, Kube
+from bgjob.kube import CHILD_KINDS, KEDA_KINDS, ApiError, Kube, path
 from bgjob.plan import Delete, Plan, desired_children, job_runs, keda_scales, running_replicas
 from bgjob.runs import (
     RunFailure,
@@ -45,6 +45,7 @@ from bgjob.runs import (
     run_pods_selector,
     trim_pod,
 )
+from bgjob.scaling.scale_in import DELETION_COST, deletion_cost_patches
 from bgjob.scaling.scaler import Scaler, View
 from bgjob.status import (
     Observed,
@@ -285,6 +286,8 @@ class Reconciler:
             and needs_apply(current, desired)
         ):
             self._hand_over_replicas(current)
+        if current is not None and kind == "Deployment":
+            self._mark_idle_pods_first(work, current, desired)
         if self._apply_child(work, desired) is None or current is None:
             return
         before, after = current["spec"].get("replicas"), desired["spec"].get("replicas")
@@ -332,6 +335,39 @@ class Reconciler:
             work.event("Normal", "Created", f"created {kind} {name}")
         log.info("%s kind=%s name=%s namespace=%s", verb, kind, name, bgj.metadata.namespace)
         return applied
+
+    def _mark_idle_pods_first(self, work: Pass, current: Body, desired: Body) -> None:
+        """Before a work-aware queue's Deployment scales in, give its idle pods the lowest
+        deletion cost and its busy ones the highest, so the ReplicaSet removes idle
+        workers first."""
+        busy = work.queue.busy if work.queue is not None else None
+        before, after = current["spec"].get("replicas"), desired["spec"].get("replicas")
+        if busy is None or before is None or after is None or after >= before:
+            return
+        labels = (current["spec"].get("selector") or {}).get("matchLabels") or {}
+        if not labels:
+            return
+        selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+        namespace, name = work.bgj.metadata.namespace, current["metadata"]["name"]
+        pods = self.kube.list("Pod", selector, namespace)
+        for pod, cost in deletion_cost_patches(pods, busy, name).items():
+            try:
+                self.kube.request(
+                    "PATCH",
+                    path("Pod", namespace, pod),
+                    body={"metadata": {"annotations": {DELETION_COST: cost}}},
+                    content_type="application/merge-patch+json",
+                )
+            except ApiError as error:
+                if error.status != 404:  # a pod gone meanwhile needs no mark
+                    raise
+        log.info(
+            "marked pods for scale-in name=%s namespace=%s busy=%d pods=%d",
+            name,
+            namespace,
+            len(busy),
+            len(pods),
+        )
 
     def _hand_over_replicas(self, current: Body) -> None:
         """Before applying the worker without replicas, let another field manager own

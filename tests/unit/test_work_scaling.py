@@ -18,6 +18,7 @@ from bgjob.scaling.decision import (
     next_wake,
 )
 from bgjob.scaling.probes import rq_work
+from bgjob.scaling.scale_in import BUSY_COST, DELETION_COST, IDLE_COST, deletion_cost_patches
 
 LIMITS = Limits(
     min_replicas=0,
@@ -208,3 +209,53 @@ def test_a_bad_rq_trigger_is_rejected_naming_the_field(rq: dict[str, Any], field
     with pytest.raises(InvalidSpec) as error:
         parse(bgjob(rq))
     assert field in str(error.value)
+
+
+# --- busy-aware scale-in ---------------------------------------------------------------
+
+
+def pod(name: str, cost: str | None = None, owner: str = "emails-5d8f", **meta: Any) -> dict:
+    annotations = {} if cost is None else {DELETION_COST: cost}
+    return {
+        "metadata": {
+            "name": name,
+            "labels": {"pod-template-hash": "5d8f"},
+            "annotations": annotations,
+            "ownerReferences": [
+                {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": owner, "controller": True}
+            ],
+            **meta,
+        }
+    }
+
+
+def test_idle_pods_get_the_lowest_deletion_cost_and_busy_ones_the_highest() -> None:
+    pods = [pod("emails-5d8f-a"), pod("emails-5d8f-b"), pod("emails-5d8f-c")]
+    patches = deletion_cost_patches(pods, frozenset({"emails-5d8f-b"}), "emails")
+    assert patches == {
+        "emails-5d8f-a": IDLE_COST,
+        "emails-5d8f-b": BUSY_COST,
+        "emails-5d8f-c": IDLE_COST,
+    }
+    assert int(IDLE_COST) < int(BUSY_COST)
+
+
+@pytest.mark.parametrize(
+    ("the_pod", "why"),
+    [
+        (pod("x", owner="other-5d8f"), "another Deployment's ReplicaSet"),
+        (pod("x", owner="emails-1234"), "a ReplicaSet not of this pod's template hash"),
+        (pod("x", cost=IDLE_COST), "already marked right"),
+        (pod("x", deletionTimestamp="2026-11-23T00:00:00Z"), "already going"),
+        ({"metadata": {"name": "x", "labels": {"app": "emails"}}}, "a bare pod"),
+    ],
+)
+def test_only_this_deployments_unmarked_live_pods_are_patched(
+    the_pod: dict[str, Any], why: str
+) -> None:
+    assert deletion_cost_patches([the_pod], frozenset(), "emails") == {}, why
+
+
+def test_a_pod_that_became_busy_is_marked_again() -> None:
+    patches = deletion_cost_patches([pod("p", cost=IDLE_COST)], frozenset({"p"}), "emails")
+    assert patches == {"p": BUSY_COST}

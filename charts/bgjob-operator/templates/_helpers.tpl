@@ -71,10 +71,12 @@ compares them with the API server's audit log of an e2e run. */}}
   verbs: ["create"]
 # Why a run failed is in its pods, not its Job: the operator lists a failed
 # run's pods once (label batch.kubernetes.io/job-name), to record the exit code
-# or OOMKilled. No get or watch: pods are never cached.
+# or OOMKilled. No get or watch: pods are never cached. patch: before an rq
+# (or celery) worker Deployment scales in, its pods are annotated with
+# controller.kubernetes.io/pod-deletion-cost so idle workers go first.
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["list"]
+  verbs: ["list", "patch"]
 # Queue URLs given as urlFrom.secretKeyRef: read one named Secret at a time,
 # never list or watch them.
 - apiGroups: [""]
