@@ -17,7 +17,7 @@ from bgjob.scaling.decision import (
     due_soon,
     next_wake,
 )
-from bgjob.scaling.probes import rq_work
+from bgjob.scaling.probes import celery_work, rq_work
 from bgjob.scaling.scale_in import BUSY_COST, DELETION_COST, IDLE_COST, deletion_cost_patches
 
 LIMITS = Limits(
@@ -259,3 +259,35 @@ def test_only_this_deployments_unmarked_live_pods_are_patched(
 def test_a_pod_that_became_busy_is_marked_again() -> None:
     patches = deletion_cost_patches([pod("p", cost=IDLE_COST)], frozenset({"p"}), "emails")
     assert patches == {"p": BUSY_COST}
+
+
+# --- celery ----------------------------------------------------------------------------
+
+
+def test_celery_backlog_is_waiting_at_every_priority_plus_unacknowledged() -> None:
+    work = celery_work([4, 1, 0, 2], unacked=3, latest=[(b"tag-9", 1000.0)])
+    assert work.backlog == 4 + 1 + 0 + 2 + 3
+    assert work.busy == frozenset()  # Celery keeps no worker registry in Redis
+
+
+@pytest.mark.parametrize(
+    ("after", "same"),
+    [
+        ((3, [(b"tag-9", 1000.0)]), True),  # nothing delivered or acknowledged
+        ((2, [(b"tag-9", 1000.0)]), False),  # a task acknowledged (finished, acks_late)
+        ((3, [(b"tag-10", 1001.0)]), False),  # a task delivered to a worker
+    ],
+)
+def test_celery_activity_changes_on_every_delivery_and_acknowledgement(
+    after: tuple[int, list[tuple[bytes, float]]], same: bool
+) -> None:
+    before = celery_work([0], 3, [(b"tag-9", 1000.0)]).activity
+    assert (celery_work([0], *after).activity == before) is same
+
+
+def test_a_celery_queue_trigger_is_accepted_and_defaults_to_the_celery_queue() -> None:
+    body = bgjob({})
+    body["spec"]["trigger"]["queue"] = {"celery": {"url": "redis://redis.shop:6379/0"}}
+    queue = parse(body).spec.trigger.queue
+    assert queue is not None and queue.celery is not None
+    assert queue.backend == "celery" and queue.celery.queue == "celery"

@@ -485,6 +485,46 @@ class RQProbe(RedisProbe):
             raise ProbeError(f"rq {queue}: {type(error).__name__}: {error}") from None
 
 
+# --- Celery ---------------------------------------------------------------------------
+# The key layout read here is kombu's Redis transport (kombu 5.7.0, Celery 5.7; the
+# same since kombu 4), default transport options (no global_keyprefix):
+#   <queue>                    list of messages waiting at priority 0 (the default)
+#   <queue>\x06\x16<3|6|9>       lists of the other default priority steps
+#   unacked                    hash delivery_tag -> message, delivered and not acknowledged,
+#                              for every queue of the database
+#   unacked_index              zset delivery_tag -> delivery time
+CELERY_PRIORITY_SEP = "\x06\x16"
+CELERY_PRIORITY_STEPS = (3, 6, 9)
+
+
+def celery_work(waiting: list[int], unacked: int, latest: list[tuple[bytes, float]]) -> Work:
+    """The Work of a Celery queue from its replies (pure): waiting at every priority plus
+    unacknowledged; activity changes with every delivery and every acknowledgement."""
+    newest = latest[0] if latest else None
+    return Work(backlog=sum(waiting) + unacked, activity=(unacked, newest))
+
+
+class CeleryProbe(RedisProbe):
+    """Messages waiting and unacknowledged on a Celery queue (kombu's Redis transport):
+    one pipelined round trip of O(1) commands."""
+
+    def backlog(self, queue: QueueRef, timeout: float) -> int | Work:
+        def read(client: _RedisClient) -> Work:
+            pipe = client.client.pipeline(transaction=False)
+            pipe.llen(queue.name)
+            for step in CELERY_PRIORITY_STEPS:
+                pipe.llen(f"{queue.name}{CELERY_PRIORITY_SEP}{step}")
+            pipe.hlen("unacked")
+            pipe.zrevrange("unacked_index", 0, 0, withscores=True)
+            *waiting, unacked, latest = pipe.execute()
+            return celery_work([int(n) for n in waiting], int(unacked), list(latest))
+
+        try:
+            return _with_reconnect(self.pool, queue.url, timeout, read)
+        except (redis.RedisError, OSError, ValueError) as error:
+            raise ProbeError(f"celery {queue}: {type(error).__name__}: {error}") from None
+
+
 # --- RabbitMQ -------------------------------------------------------------------------
 
 

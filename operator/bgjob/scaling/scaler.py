@@ -45,6 +45,7 @@ from bgjob.scaling.decision import (
 )
 from bgjob.scaling.network import NetworkPolicy, default_policy
 from bgjob.scaling.probes import (
+    CeleryProbe,
     Probe,
     ProbeError,
     QueueRef,
@@ -82,8 +83,10 @@ BACKOFF_MAX_SECONDS = 5.0
 LATE_ROUNDS_TO_REPORT = 2
 
 
-# Backends that report busy workers and job activity.
+# Backends that report job activity (the cooldown counts from it), and those that also
+# name the busy workers (scale-in removes idle pods first).
 WORK_AWARE = frozenset({"rq", "celery"})
+BUSY_KNOWN = frozenset({"rq"})
 
 
 def deadline_of(interval: float) -> float:
@@ -272,6 +275,7 @@ class Scaler:
             "redis": RedisProbe(policy),
             "rabbitmq": RabbitMQProbe(policy),
             "rq": RQProbe(policy),
+            "celery": CeleryProbe(policy),
         }
         self._targets: dict[Key, Target] = {}
         self._due: list[tuple[float, Key]] = []
@@ -349,7 +353,7 @@ class Scaler:
             target = self._targets.get(key)
             if target is None:
                 return None
-            busy = target.busy if target.source.backend in WORK_AWARE else None
+            busy = target.busy if target.source.backend in BUSY_KNOWN else None
             if target.problem is not None:
                 busy = None
             return View(target.replicas, target.backlog, target.problem, busy)
