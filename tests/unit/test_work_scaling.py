@@ -3,6 +3,9 @@ cooldown counted from the last job started or finished, scheduled jobs woken on 
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Hashable
 from typing import Any
 
 import pytest
@@ -17,8 +20,10 @@ from bgjob.scaling.decision import (
     due_soon,
     next_wake,
 )
-from bgjob.scaling.probes import celery_work, rq_work
+from bgjob.scaling.network import NetworkPolicy
+from bgjob.scaling.probes import QueueRef, Work, celery_work, rq_work
 from bgjob.scaling.scale_in import BUSY_COST, DELETION_COST, IDLE_COST, deletion_cost_patches
+from bgjob.scaling.scaler import Scaler
 
 LIMITS = Limits(
     min_replicas=0,
@@ -29,10 +34,13 @@ LIMITS = Limits(
 )
 
 
-def worker(state: str | None, job: str = "", host: str = "", ok: int = 0) -> list[bytes | None]:
+def worker(
+    state: str | None, job: str = "", host: str = "", ok: int = 0, beat: str | None = None
+) -> list[bytes | None]:
     if state is None:
-        return [None, None, None, None, None]
-    return [state.encode(), job.encode() or None, host.encode() or None, str(ok).encode(), None]
+        return [None] * 6
+    fields = [state, job, host, str(ok), "", beat or ""]
+    return [f.encode() or None for f in fields]
 
 
 def test_rq_backlog_is_queued_plus_in_flight_plus_due_over_all_queues() -> None:
@@ -51,7 +59,7 @@ def test_rq_backlog_is_queued_plus_in_flight_plus_due_over_all_queues() -> None:
 
 def test_rq_busy_workers_are_named_by_their_pod_hostname_and_dead_ones_ignored() -> None:
     work = rq_work(
-        now=0.0,
+        now=600.0,
         queued=[0],
         started=[2],
         due=[0],
@@ -61,9 +69,12 @@ def test_rq_busy_workers_are_named_by_their_pod_hostname_and_dead_ones_ignored()
             "rq:worker:emails-7d9-fghij": worker("busy", "job-2"),  # no hostname: its name
             "rq:worker:idle1": worker("idle", host="emails-7d9-zzzzz"),
             "rq:worker:gone": worker(None),  # its hash expired: a dead worker
+            # Killed mid-job 10 minutes ago: its hash outlives it, its heartbeat stopped.
+            "rq:worker:killed": worker("busy", "job-3", "p9", beat="1970-01-01T00:00:00.000000Z"),
+            "rq:worker:recent": worker("busy", "job-4", "p8", beat="1970-01-01T00:09:00.000000Z"),
         },
     )
-    assert work.busy == {"emails-7d9-abcde", "emails-7d9-fghij"}
+    assert work.busy == {"emails-7d9-abcde", "emails-7d9-fghij", "p8"}
 
 
 @pytest.mark.parametrize(
@@ -291,3 +302,66 @@ def test_a_celery_queue_trigger_is_accepted_and_defaults_to_the_celery_queue() -
     queue = parse(body).spec.trigger.queue
     assert queue is not None and queue.celery is not None
     assert queue.backend == "celery" and queue.celery.queue == "celery"
+
+
+# --- the scaler: a scheduled job wakes its target, and only it --------------------------
+
+
+class ScheduledProbe:
+    """An RQ pool with one job scheduled at ``due`` (wall time); counts its reads."""
+
+    def __init__(self, due: float) -> None:
+        self.due, self.reads = due, []  # type: ignore[var-annotated]
+
+    def backlog(self, queue: QueueRef, timeout: float) -> Work:
+        now = time.time()
+        self.reads.append(now)
+        if now >= self.due:
+            return Work(backlog=1, activity="due")
+        return Work(backlog=0, due_times=(self.due,), activity="waiting")
+
+    def retain(self, url: str, user: Hashable) -> None: ...
+
+    def release(self, url: str, user: Hashable) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def _rq_bgj(name: str, lead: int) -> Any:
+    body = bgjob({"url": f"redis://{name}:6379/0", "queues": ["q"], "scheduleLeadSeconds": lead})
+    body["metadata"]["name"] = name
+    body["spec"]["trigger"]["queue"]["pollingIntervalSeconds"] = 60
+    return parse(body)
+
+
+def test_a_scheduled_job_wakes_its_pool_at_its_lead_without_polling_faster() -> None:
+    scaler = Scaler(None, lambda _: None, policy=NetworkPolicy())  # type: ignore[arg-type]
+    soon, later = ScheduledProbe(time.time() + 2.5), ScheduledProbe(time.time() + 3600)
+    probes = {"redis://soon:6379/0": soon, "redis://later:6379/0": later}
+
+    class ByUrl(ScheduledProbe):
+        def backlog(self, queue: QueueRef, timeout: float) -> Work:
+            return probes[queue.url].backlog(queue, timeout)
+
+    scaler.probes = {"rq": ByUrl(0)}
+    scaler.track(_rq_bgj("soon", lead=1), 0)
+    scaler.track(_rq_bgj("later", lead=1), 0)
+
+    async def scenario() -> None:
+        task = asyncio.create_task(scaler.run())
+        await asyncio.sleep(3.5)
+        task.cancel()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        scaler.close()
+    # Polled at start, then at due - lead (not up to 60 s later), one read more than a
+    # pool with nothing due soon (both also poll on their regular 60 s tick).
+    assert any(abs(read - (soon.due - 1)) < 0.3 for read in soon.reads), soon.reads
+    assert len(soon.reads) == len(later.reads) + 1, (soon.reads, later.reads)
+    view = scaler.view(("shop", "soon"))
+    assert view is not None and view.replicas == 1  # the job within its lead counts
+    # A job due in an hour keeps nobody up.
+    later_view = scaler.view(("shop", "later"))
+    assert later_view is not None and later_view.replicas == 0

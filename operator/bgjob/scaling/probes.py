@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Hashable, Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Generic, Protocol, TypeVar
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
@@ -383,8 +384,20 @@ class RedisProbe:
 #   rq:scheduled:<q>  ScheduledJobRegistry, a zset scored by the due epoch (enqueue_at/_in)
 #   rq:workers:<q>    set of the keys of the workers listening on <q>
 #   rq:worker:<name>  hash: state (busy|idle|...), current_job, hostname,
-#                     successful_job_count, failed_job_count
+#                     successful_job_count, failed_job_count, last_heartbeat
 RQ_PREFIX = "rq"
+RQ_WORKER_FIELDS = (
+    "state",
+    "current_job",
+    "hostname",
+    "successful_job_count",
+    "failed_job_count",
+    "last_heartbeat",
+)
+# A busy worker heartbeats every job_monitoring_interval (30 s by default); one silent
+# for this long was killed mid-job (SIGKILL, OOM) and holds no job any more, though its
+# hash lives on until RQ's worker TTL (420 s) ends.
+RQ_STALE_HEARTBEAT_SECONDS = 150.0
 
 
 def rq_work(
@@ -397,19 +410,19 @@ def rq_work(
 ) -> Work:
     """The Work of an RQ pool from the replies of its two pipelines (pure).
 
-    ``workers`` maps a worker key to HMGET state, current_job, hostname,
-    successful_job_count, failed_job_count; a key whose hash expired (a dead worker)
-    has only Nones.
+    ``workers`` maps a worker key to HMGET of RQ_WORKER_FIELDS; a key whose hash
+    expired (a dead worker) has only Nones. A busy worker whose heartbeat stopped long
+    ago is not busy.
     """
     busy: set[str] = set()
     jobs_in_hand: set[tuple[str, str]] = set()
     done = 0
-    for key, (state, current, hostname, succeeded, failed) in sorted(workers.items()):
+    for key, (state, current, hostname, succeeded, failed, beat) in sorted(workers.items()):
         if state is None:
             continue
         name = key.removeprefix(f"{RQ_PREFIX}:worker:")
         done += _count(succeeded) + _count(failed)
-        if state == b"busy":
+        if state == b"busy" and not _stale(beat, now):
             busy.add(hostname.decode(errors="replace") if hostname else name)
             jobs_in_hand.add((name, (current or b"").decode(errors="replace")))
     times = sorted(score for entries in future for _, score in entries if score > now)
@@ -419,6 +432,18 @@ def rq_work(
         due_times=tuple(times[:MAX_DUE_TIMES]),
         activity=(frozenset(jobs_in_hand), done, sum(started)),
     )
+
+
+def _stale(heartbeat: bytes | None, now: float) -> bool:
+    """Whether an RQ heartbeat (``%Y-%m-%dT%H:%M:%S.%fZ``, UTC) is older than
+    RQ_STALE_HEARTBEAT_SECONDS; an absent or unreadable one is not (kept as busy)."""
+    if not heartbeat:
+        return False
+    try:
+        beat = datetime.strptime(heartbeat.decode(), "%Y-%m-%dT%H:%M:%S.%fZ")
+    except ValueError:
+        return False
+    return now - beat.replace(tzinfo=UTC).timestamp() > RQ_STALE_HEARTBEAT_SECONDS
 
 
 def _count(value: bytes | None) -> int:
@@ -459,16 +484,7 @@ class RQProbe(RedisProbe):
             if keys:
                 pipe = client.client.pipeline(transaction=False)
                 for key in keys:
-                    pipe.hmget(
-                        key,
-                        [
-                            "state",
-                            "current_job",
-                            "hostname",
-                            "successful_job_count",
-                            "failed_job_count",
-                        ],
-                    )
+                    pipe.hmget(key, list(RQ_WORKER_FIELDS))
                 workers = dict(zip(keys, pipe.execute(), strict=True))
             return rq_work(
                 now,
