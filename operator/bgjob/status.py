@@ -428,7 +428,7 @@ def status_from(
     if caveat is not None:
         reason = (
             "KEDAWaitingJobsOnly"
-            if caveat.startswith("spec.trigger.queue.rq")
+            if caveat.startswith(("spec.trigger.queue.rq", "spec.trigger.queue.celery"))
             else "KEDAReadyMessagesOnly"
         )
         facts.extra.append(("ScalingLimited", True, reason, caveat))

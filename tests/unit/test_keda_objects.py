@@ -482,6 +482,22 @@ def test_keda_mode_shows_what_it_cannot_honour_as_a_condition() -> None:
     assert (limited["status"], limited["reason"]) == ("True", "KEDAReadyMessagesOnly")
 
 
+@pytest.mark.parametrize(
+    "backend",
+    [
+        {"rq": {"url": "redis://redis.shop:6379/0", "queues": ["emails"]}},
+        {"celery": {"url": "redis://redis.shop:6379/0"}},
+    ],
+)
+def test_keda_mode_says_a_job_library_is_counted_by_its_waiting_jobs_only(
+    backend: dict[str, Any],
+) -> None:
+    status = Cluster("keda").reconcile(trigger={"queue": backend})
+    limited = next(c for c in status["conditions"] if c["type"] == "ScalingLimited")
+    assert (limited["status"], limited["reason"]) == ("True", "KEDAWaitingJobsOnly")
+    assert status["state"] != "Degraded"
+
+
 # --- where KEDA would dial -----------------------------------------------------------------
 
 
