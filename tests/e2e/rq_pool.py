@@ -28,8 +28,13 @@ from tests.e2e.support import Kubectl
 ROOT = Path(__file__).resolve().parents[2]
 
 
-class PodWorker(rq.Worker):
-    """An RQ worker whose hostname is its pod's name (POD_NAME), as inside the pod."""
+class PodWorker(rq.SimpleWorker):
+    """An RQ worker whose hostname is its pod's name (POD_NAME), as inside the pod.
+
+    It runs jobs in the worker's own process (RQ's SimpleWorker): RQ's forking worker
+    puts each job's work horse in a process group of its own (setpgrp), which a
+    SIGKILL of the worker's process group would miss, while stopping a container
+    kills every process in it."""
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]

@@ -93,9 +93,12 @@ def test_scale_in_never_interrupts_a_started_job_and_in_flight_jobs_keep_replica
     with HostPool(
         kubectl, ns, SELECTOR.format(name="long"), redis_server.url, [queue_name], log_dir=tmp_path
     ):
-        # 20 jobs of about 10 s, of unequal length so the workers fall idle one by one.
-        for i in range(20):
-            queue.enqueue(slow, journal, f"job-{i:02d}", 7.0 + (i % 5) * 1.5, job_timeout=120)
+        # 20 jobs of about 10 s: 16 of 8 s, then 4 that end 5 s apart, so the workers
+        # fall idle one by one, each step longer than the cooldown, while others still
+        # hold a job.
+        lengths = [8.0] * 16 + [2.0, 7.0, 12.0, 17.0]
+        for i, seconds in enumerate(lengths):
+            queue.enqueue(slow, journal, f"job-{i:02d}", seconds, job_timeout=120)
         eventually(lambda: _replicas(kubectl, ns, "long") == 4, timeout=15, interval=0.2)
 
         def drained() -> bool:
