@@ -1,10 +1,11 @@
-"""Real RQ workers on the host standing for the pods of a Deployment (on kwok nodes).
+"""Real RQ (or Celery) workers on the host standing for the pods of a Deployment (on
+kwok nodes).
 
-For every Running pod a real ``rq worker --with-scheduler`` process starts, whose
-hostname (the field RQ stores, and the operator maps to pods) is the pod's name, as
-it is inside a pod. A pod that goes away is stopped as the kubelet stops a
-container: SIGTERM, then SIGKILL of its whole process group after the grace period,
-so a job still running then is interrupted, as it would be in a pod.
+For every Running pod a real ``rq worker --with-scheduler`` process starts (or the
+``command`` given), whose hostname (the field RQ stores, and the operator maps to
+pods) is the pod's name, as it is inside a pod. A pod that goes away is stopped as
+the kubelet stops a container: SIGTERM, then SIGKILL of its whole process group
+after the grace period, so a job still running then is interrupted, as in a pod.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,6 +64,8 @@ class HostPool:
     queues: list[str]
     grace: float = 1.0
     log_dir: Path = field(default_factory=lambda: Path("/tmp"))
+    # argv of the worker standing for a pod (default: an RQ worker with its scheduler).
+    command: Callable[[str], list[str]] | None = None
     workers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     stopping: dict[str, float] = field(default_factory=dict)
     started_at: dict[str, float] = field(default_factory=dict)
@@ -113,19 +117,20 @@ class HostPool:
     def _start(self, pod: str) -> None:
         log = (self.log_dir / f"rq-{pod}.log").open("ab")
         env = {**os.environ, "POD_NAME": pod, "PYTHONPATH": str(ROOT)}
+        argv = [
+            sys.executable,
+            "-m",
+            "rq.cli",
+            "worker",
+            "--with-scheduler",
+            "--url",
+            self.url,
+            "--worker-class",
+            "tests.e2e.rq_pool.PodWorker",
+            *self.queues,
+        ]
         self.workers[pod] = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "rq.cli",
-                "worker",
-                "--with-scheduler",
-                "--url",
-                self.url,
-                "--worker-class",
-                "tests.e2e.rq_pool.PodWorker",
-                *self.queues,
-            ],
+            self.command(pod) if self.command else argv,
             cwd=ROOT,
             env=env,
             stdout=log,
