@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Hashable
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -365,3 +367,24 @@ def test_a_scheduled_job_wakes_its_pool_at_its_lead_without_polling_faster() -> 
     # A job due in an hour keeps nobody up.
     later_view = scaler.view(("shop", "later"))
     assert later_view is not None and later_view.replicas == 0
+
+
+# --- the example -------------------------------------------------------------------------
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "rq"
+
+
+def test_the_rq_example_runs_rqs_scheduler_in_the_workers_it_scales() -> None:
+    bgj = parse(yaml.safe_load((EXAMPLE / "backgroundjob.yaml").read_text()))
+    queue = bgj.spec.trigger.queue
+    assert queue is not None and queue.rq is not None
+    assert bgj.spec.command is not None and "--with-scheduler" in bgj.spec.command
+    assert set(queue.rq.queues) <= set(bgj.spec.command)
+
+
+def test_the_rq_producer_uses_perform_perform_in_and_perform_at() -> None:
+    source = (EXAMPLE / "producer.py").read_text()
+    compile(source, "producer.py", "exec")
+    for call in ("queue.enqueue(", "queue.enqueue_in(", "queue.enqueue_at("):
+        assert call in source
+    assert "def send_welcome_email(" in (EXAMPLE / "welcome.py").read_text()
