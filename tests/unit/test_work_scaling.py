@@ -23,7 +23,7 @@ from bgjob.scaling.decision import (
     next_wake,
 )
 from bgjob.scaling.network import NetworkPolicy
-from bgjob.scaling.probes import QueueRef, Work, celery_work, rq_work
+from bgjob.scaling.probes import QueueRef, RQQueueReply, Work, celery_work, rq_work
 from bgjob.scaling.scale_in import BUSY_COST, DELETION_COST, IDLE_COST, deletion_cost_patches
 from bgjob.scaling.scaler import Scaler
 
@@ -36,22 +36,33 @@ LIMITS = Limits(
 )
 
 
-def worker(
-    state: str | None, job: str = "", host: str = "", ok: int = 0, beat: str | None = None
-) -> list[bytes | None]:
+def worker(state: str | None, host: str = "", beat: str | None = None) -> dict[str, bytes]:
+    """The fields the probe read of a worker hash (empty: the hash expired)."""
     if state is None:
-        return [None] * 6
-    fields = [state, job, host, str(ok), "", beat or ""]
-    return [f.encode() or None for f in fields]
+        return {}
+    fields = {"state": state, "hostname": host, "last_heartbeat": beat or ""}
+    return {k: v.encode() for k, v in fields.items() if v}
+
+
+def queue(
+    queued: int = 0,
+    started: int = 0,
+    due: int = 0,
+    future: list[tuple[bytes, float]] | None = None,
+    wip: list[bytes] | None = None,
+    finished: int = 0,
+    failed: int = 0,
+) -> RQQueueReply:
+    return RQQueueReply(queued, started, due, future or [], wip or [], finished, failed)
 
 
 def test_rq_backlog_is_queued_plus_in_flight_plus_due_over_all_queues() -> None:
     work = rq_work(
         now=1000.0,
-        queued=[3, 1],
-        started=[2, 0],
-        due=[1, 4],
-        future=[[(b"a", 1010.0), (b"b", 3600.0)], [(b"c", 1005.0)]],
+        queues=[
+            queue(3, 2, 1, [(b"a", 1010.0), (b"b", 3600.0)]),
+            queue(1, 0, 4, [(b"c", 1005.0)]),
+        ],
         workers={},
     )
     assert work.backlog == 3 + 1 + 2 + 0 + 1 + 4
@@ -62,18 +73,18 @@ def test_rq_backlog_is_queued_plus_in_flight_plus_due_over_all_queues() -> None:
 def test_rq_busy_workers_are_named_by_their_pod_hostname_and_dead_ones_ignored() -> None:
     work = rq_work(
         now=600.0,
-        queued=[0],
-        started=[2],
-        due=[0],
-        future=[[]],
+        queues=[queue(started=2)],
         workers={
-            "rq:worker:9f3a": worker("busy", "job-1", host="emails-7d9-abcde"),
-            "rq:worker:emails-7d9-fghij": worker("busy", "job-2"),  # no hostname: its name
+            "rq:worker:9f3a": worker("busy", host="emails-7d9-abcde"),
+            "rq:worker:emails-7d9-fghij": worker("busy"),  # no hostname: its name
             "rq:worker:idle1": worker("idle", host="emails-7d9-zzzzz"),
             "rq:worker:gone": worker(None),  # its hash expired: a dead worker
             # Killed mid-job 10 minutes ago: its hash outlives it, its heartbeat stopped.
-            "rq:worker:killed": worker("busy", "job-3", "p9", beat="1970-01-01T00:00:00.000000Z"),
-            "rq:worker:recent": worker("busy", "job-4", "p8", beat="1970-01-01T00:09:00.000000Z"),
+            "rq:worker:killed": worker("busy", "p9", beat="1970-01-01T00:00:00.000000Z"),
+            "rq:worker:recent": worker("busy", "p8", beat="1970-01-01T00:09:00.000000Z"),
+            # Not a name a pod can have: never a busy pod.
+            "rq:worker:x": worker("busy", "Laptop_of_Dev"),
+            "rq:worker:y": worker("busy", "a" * 254),
         },
     )
     assert work.busy == {"emails-7d9-abcde", "emails-7d9-fghij", "p8"}
@@ -82,22 +93,38 @@ def test_rq_busy_workers_are_named_by_their_pod_hostname_and_dead_ones_ignored()
 @pytest.mark.parametrize(
     ("change", "same"),
     [
-        ({"job": "job-2"}, False),  # the busy worker took another job
-        ({"ok": 8}, False),  # a job finished
-        ({"state": "idle", "job": ""}, False),  # the worker went idle
+        ({"wip": [b"job-2"]}, False),  # the busy worker took another job
+        ({"finished": 8}, False),  # a job finished
+        ({"failed": 1}, False),  # a job failed
+        ({"started": 0, "wip": []}, False),  # the worker went idle
         ({}, True),  # nothing happened
     ],
 )
 def test_rq_activity_changes_when_a_job_starts_or_finishes(
     change: dict[str, Any], same: bool
 ) -> None:
-    base = {"state": "busy", "job": "job-1", "host": "p1", "ok": 7}
+    base: dict[str, Any] = {"started": 1, "wip": [b"job-1"], "finished": 7}
 
     def read(**fields: Any) -> object:
-        w = {**base, **fields}
-        return rq_work(0.0, [0], [1], [0], [[]], {"rq:worker:p1": worker(**w)}).activity
+        return rq_work(0.0, [queue(**{**base, **fields})], {}).activity
 
     assert (read() == read(**change)) is same
+
+
+def test_rq_activity_does_not_depend_on_which_workers_were_read() -> None:
+    """More workers registered than a probe reads: each probe reads another sample, and
+    an idle pool must still look idle (the cooldown ends)."""
+    idle = {f"rq:worker:w{i}": worker("idle", f"w{i}") for i in range(600)}
+    keys = sorted(idle)
+    first = rq_work(0.0, [queue(finished=3)], {k: idle[k] for k in keys[:512]})
+    second = rq_work(0.0, [queue(finished=3)], {k: idle[k] for k in keys[88:]})
+    assert first.activity == second.activity
+
+
+def test_rq_activity_keeps_only_short_digests_of_job_ids() -> None:
+    big = [b"x" * 2**20 + bytes([i]) for i in range(4)]
+    work = rq_work(0.0, [queue(started=4, wip=big)], {})
+    assert len(repr(work.activity)) < 200
 
 
 # --- the decision ----------------------------------------------------------------------

@@ -53,6 +53,7 @@ from bgjob.scaling.probes import (
     RedisProbe,
     RQProbe,
     Work,
+    workers_to_read,
 )
 from bgjob.status import Problem
 from bgjob.store import Key
@@ -551,6 +552,7 @@ class Scaler:
             source.name,
             source.management_url,
             source.allow_insecure_management,
+            workers_to_read(target.limits.max_replicas) if source.backend == "rq" else 0,
         )
 
     async def _secret_value(self, namespace: str, name: str, key: str) -> str | Problem:
