@@ -24,7 +24,15 @@ from bgjob.scaling.decision import (
 )
 from bgjob.scaling.network import NetworkPolicy
 from bgjob.scaling.probes import QueueRef, RQQueueReply, Work, celery_work, rq_work
-from bgjob.scaling.scale_in import BUSY_COST, DELETION_COST, IDLE_COST, deletion_cost_patches
+from bgjob.scaling.scale_in import (
+    BUSY_COST,
+    DELETION_COST,
+    IDLE_COST,
+    busy_floor,
+    deletion_cost_patches,
+    owned_pods,
+    owned_replicasets,
+)
 from bgjob.scaling.scaler import Scaler
 
 LIMITS = Limits(
@@ -36,12 +44,15 @@ LIMITS = Limits(
 )
 
 
-def worker(state: str | None, host: str = "", beat: str | None = None) -> dict[str, bytes]:
-    """The fields the probe read of a worker hash (empty: the hash expired)."""
+def worker(
+    state: str | None, host: str = "", beat: str | None = "1970-01-01T00:10:00.000000Z"
+) -> dict[str, bytes]:
+    """The fields the probe read of a worker hash (empty: the hash expired); the default
+    heartbeat is fresh at now=600."""
     if state is None:
         return {}
     fields = {"state": state, "hostname": host, "last_heartbeat": beat or ""}
-    return {k: v.encode() for k, v in fields.items() if v}
+    return {k: v.encode(errors="surrogateescape") for k, v in fields.items() if v}
 
 
 def queue(
@@ -88,6 +99,25 @@ def test_rq_busy_workers_are_named_by_their_pod_hostname_and_dead_ones_ignored()
         },
     )
     assert work.busy == {"emails-7d9-abcde", "emails-7d9-fghij", "p8"}
+
+
+@pytest.mark.parametrize(
+    "beat",
+    [None, "garbage", "9999-12-31T23:59:59.000000Z", "1970-01-01T00:11:01.000000Z", "\udcff"],
+)
+def test_a_busy_worker_without_a_believable_heartbeat_is_not_busy(beat: str | None) -> None:
+    """Absent, unreadable or over a minute in the future (now is 00:10:00): nothing
+    proves the worker lives, so it holds no replica up forever."""
+    work = rq_work(600.0, [queue(started=1)], {"rq:worker:p": worker("busy", "p", beat=beat)})
+    assert work.busy == frozenset()
+
+
+def test_only_busy_workers_that_are_pods_of_this_pool_hold_replicas_up() -> None:
+    busy = frozenset({"emails-5d8f-a", "laptop-of-dev", "vm-1", "vm-2"})
+    pods = frozenset({"emails-5d8f-a", "emails-5d8f-b"})
+    assert busy_floor(busy, pods, 10) == 1
+    assert busy_floor(busy, frozenset(), 10) == 0
+    assert busy_floor(busy, busy, 3) == 3
 
 
 @pytest.mark.parametrize(
@@ -254,24 +284,58 @@ def test_a_bad_rq_trigger_is_rejected_naming_the_field(rq: dict[str, Any], field
 # --- busy-aware scale-in ---------------------------------------------------------------
 
 
-def pod(name: str, cost: str | None = None, owner: str = "emails-5d8f", **meta: Any) -> dict:
+DEPLOYMENT_UID = "d-uid"
+
+
+def owner(kind: str, uid: str, controller: bool = True, api: str = "apps/v1") -> dict[str, Any]:
+    return {
+        "apiVersion": api,
+        "kind": kind,
+        "name": "emails-5d8f",
+        "uid": uid,
+        "controller": controller,
+    }
+
+
+def replicaset(uid: str, template_hash: str, *owners: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "name": f"emails-{template_hash}",
+            "uid": uid,
+            "labels": {"pod-template-hash": template_hash},
+            "ownerReferences": list(owners),
+        }
+    }
+
+
+def pod(name: str, cost: str | None = None, rs_uid: str = "rs-1", **meta: Any) -> dict:
     annotations = {} if cost is None else {DELETION_COST: cost}
     return {
         "metadata": {
             "name": name,
             "labels": {"pod-template-hash": "5d8f"},
             "annotations": annotations,
-            "ownerReferences": [
-                {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": owner, "controller": True}
-            ],
+            "ownerReferences": [owner("ReplicaSet", rs_uid)],
             **meta,
         }
     }
 
 
+def test_the_deployments_replicasets_are_known_by_their_controllers_uid() -> None:
+    sets = [
+        replicaset("rs-1", "5d8f", owner("Deployment", DEPLOYMENT_UID)),
+        # A standalone ReplicaSet the tenant named like the Deployment's.
+        replicaset("rs-2", "abc"),
+        replicaset("rs-3", "abd", owner("Deployment", "another-uid")),
+        replicaset("rs-4", "abe", owner("Deployment", DEPLOYMENT_UID, controller=False)),
+        replicaset("rs-5", "abf", owner("Deployment", DEPLOYMENT_UID, api="extensions/v1")),
+    ]
+    assert owned_replicasets(sets, DEPLOYMENT_UID) == {"rs-1": "5d8f"}
+
+
 def test_idle_pods_get_the_lowest_deletion_cost_and_busy_ones_the_highest() -> None:
-    pods = [pod("emails-5d8f-a"), pod("emails-5d8f-b"), pod("emails-5d8f-c")]
-    patches = deletion_cost_patches(pods, frozenset({"emails-5d8f-b"}), "emails")
+    pods = owned_pods([pod("emails-5d8f-a"), pod("emails-5d8f-b"), pod("emails-5d8f-c")], {"rs-1"})
+    patches = deletion_cost_patches(pods, frozenset({"emails-5d8f-b"}))
     assert patches == {
         "emails-5d8f-a": IDLE_COST,
         "emails-5d8f-b": BUSY_COST,
@@ -283,21 +347,29 @@ def test_idle_pods_get_the_lowest_deletion_cost_and_busy_ones_the_highest() -> N
 @pytest.mark.parametrize(
     ("the_pod", "why"),
     [
-        (pod("x", owner="other-5d8f"), "another Deployment's ReplicaSet"),
-        (pod("x", owner="emails-1234"), "a ReplicaSet not of this pod's template hash"),
-        (pod("x", cost=IDLE_COST), "already marked right"),
+        (pod("x", rs_uid="rs-2"), "another ReplicaSet (a standalone one named emails-abc)"),
         (pod("x", deletionTimestamp="2026-11-23T00:00:00Z"), "already going"),
         ({"metadata": {"name": "x", "labels": {"app": "emails"}}}, "a bare pod"),
+        (
+            {"metadata": {"name": "x", "ownerReferences": [owner("Job", "rs-1", api="batch/v1")]}},
+            "a Job's pod whose owner has the ReplicaSet's uid",
+        ),
+        (
+            {"metadata": {"name": "x", "ownerReferences": [owner("ReplicaSet", "rs-1", False)]}},
+            "not its controller",
+        ),
     ],
 )
-def test_only_this_deployments_unmarked_live_pods_are_patched(
-    the_pod: dict[str, Any], why: str
-) -> None:
-    assert deletion_cost_patches([the_pod], frozenset(), "emails") == {}, why
+def test_only_this_deployments_live_pods_are_taken(the_pod: dict[str, Any], why: str) -> None:
+    assert owned_pods([the_pod], {"rs-1"}) == [], why
+
+
+def test_a_pod_already_marked_right_is_not_written_again() -> None:
+    assert deletion_cost_patches([pod("x", cost=IDLE_COST)], frozenset()) == {}
 
 
 def test_a_pod_that_became_busy_is_marked_again() -> None:
-    patches = deletion_cost_patches([pod("p", cost=IDLE_COST)], frozenset({"p"}), "emails")
+    patches = deletion_cost_patches([pod("p", cost=IDLE_COST)], frozenset({"p"}))
     assert patches == {"p": BUSY_COST}
 
 
@@ -415,3 +487,31 @@ def test_the_rq_producer_uses_perform_perform_in_and_perform_at() -> None:
     for call in ("queue.enqueue(", "queue.enqueue_in(", "queue.enqueue_at("):
         assert call in source
     assert "def send_welcome_email(" in (EXAMPLE / "welcome.py").read_text()
+
+
+class BusyProbe(ScheduledProbe):
+    """An empty RQ queue whose registry names busy workers, some not pods of the pool."""
+
+    def backlog(self, queue: QueueRef, timeout: float) -> Work:
+        return Work(backlog=0, busy=frozenset({"emails-a", "laptop", "vm-1"}), activity="same")
+
+
+def test_busy_workers_that_are_not_the_pools_pods_do_not_hold_it_up() -> None:
+    scaler = Scaler(None, lambda _: None, policy=NetworkPolicy())  # type: ignore[arg-type]
+    scaler.probes = {"rq": BusyProbe(0)}
+    body = bgjob({"url": "redis://r:6379/0", "queues": ["q"]})
+    body["spec"]["trigger"]["queue"].update(pollingIntervalSeconds=1, cooldownSeconds=0)
+    scaler.track(parse(body), 3)
+    scaler.note_pods(("shop", "emails"), frozenset({"emails-a", "emails-b", "emails-c"}))
+
+    async def scenario() -> None:
+        task = asyncio.create_task(scaler.run())
+        await asyncio.sleep(1.5)
+        task.cancel()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        scaler.close()
+    view = scaler.view(("shop", "emails"))
+    assert view is not None and view.replicas == 1  # emails-a only, not laptop or vm-1

@@ -561,16 +561,22 @@ def rq_work(now: float, queues: list[RQQueueReply], workers: dict[str, dict[str,
     )
 
 
+# A heartbeat further ahead than this is a clock no worker of the pool has: not fresh.
+RQ_FUTURE_HEARTBEAT_SECONDS = 60.0
+
+
 def _stale(heartbeat: bytes | None, now: float) -> bool:
-    """Whether an RQ heartbeat (``%Y-%m-%dT%H:%M:%S.%fZ``, UTC) is older than
-    RQ_STALE_HEARTBEAT_SECONDS; an absent or unreadable one is not (kept as busy)."""
+    """Whether an RQ heartbeat (``%Y-%m-%dT%H:%M:%S.%fZ``, UTC) proves nothing about a
+    live worker: older than RQ_STALE_HEARTBEAT_SECONDS, more than a minute ahead,
+    absent or unreadable (RQ writes one when a worker starts and with every job)."""
     if not heartbeat:
-        return False
+        return True
     try:
         beat = datetime.strptime(heartbeat.decode(), "%Y-%m-%dT%H:%M:%S.%fZ")
-    except ValueError:
-        return False
-    return now - beat.replace(tzinfo=UTC).timestamp() > RQ_STALE_HEARTBEAT_SECONDS
+    except (ValueError, UnicodeDecodeError):
+        return True
+    age = now - beat.replace(tzinfo=UTC).timestamp()
+    return age > RQ_STALE_HEARTBEAT_SECONDS or age < -RQ_FUTURE_HEARTBEAT_SECONDS
 
 
 class RQProbe(RedisProbe):

@@ -55,6 +55,7 @@ from bgjob.scaling.probes import (
     Work,
     workers_to_read,
 )
+from bgjob.scaling.scale_in import busy_floor
 from bgjob.status import Problem
 from bgjob.store import Key
 from bgjob.workloads.services import replica_bounds
@@ -121,7 +122,10 @@ class Target:
     version: tuple[str, int]
     history: History = field(default_factory=History)
     activity: Activity = field(default_factory=Activity)
-    busy: frozenset[str] = frozenset()  # work-aware backends: pods busy with a job
+    busy: frozenset[str] = frozenset()  # work-aware backends: workers busy with a job
+    # The pool's own pod names, as the reconciler last listed them: only a busy worker
+    # that is one of them holds a replica up.
+    pods: frozenset[str] = frozenset()
     next_poll: float = 0.0
     replicas: int | None = None
     backlog: int | None = None
@@ -347,6 +351,13 @@ class Scaler:
         referenced = {t.source.secret for t in self._targets.values() if t.source.secret}
         for cached in [k for k in self._secrets if k not in referenced]:
             del self._secrets[cached]
+
+    def note_pods(self, key: Key, pods: frozenset[str]) -> None:
+        """The pool's own pod names (listed by the reconciler before a scale-in)."""
+        with self._lock:
+            target = self._targets.get(key)
+            if target is not None:
+                target.pods = pods
 
     def view(self, key: Key) -> View | None:
         """The latest decision, backlog and problem of one BackgroundJob."""
@@ -656,7 +667,7 @@ class Scaler:
                 count, wake = self._work_backlog(target, backlog)
                 replicas = desired_work_replicas(
                     count,
-                    len(target.busy),
+                    busy_floor(target.busy, target.pods, target.limits.max_replicas),
                     backlog.activity if isinstance(backlog, Work) else None,
                     current,
                     target.limits,
