@@ -116,6 +116,15 @@ class ApiModel(BaseModel):
     # Cross-field rules of this node, enforced here and written into the CRD.
     rules: ClassVar[tuple[Rule, ...]] = ()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _prune_nulls(cls, data: Any) -> Any:
+        """An explicit null is as if the field were absent: the API server prunes nulls
+        of fields that are not nullable (none of ours is) and then applies defaults."""
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if v is not None}
+        return data
+
     @model_validator(mode="after")
     def _check_rules(self) -> ApiModel:
         for rule in self.rules:
