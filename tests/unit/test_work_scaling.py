@@ -428,16 +428,20 @@ class ScheduledProbe:
     def close(self) -> None: ...
 
 
-def _rq_bgj(name: str, lead: int) -> Any:
+def _rq_bgj(name: str, lead: int, interval: int = 60) -> Any:
     body = bgjob({"url": f"redis://{name}:6379/0", "queues": ["q"], "scheduleLeadSeconds": lead})
     body["metadata"]["name"] = name
-    body["spec"]["trigger"]["queue"]["pollingIntervalSeconds"] = 60
+    body["spec"]["trigger"]["queue"]["pollingIntervalSeconds"] = interval
     return parse(body)
 
 
 def test_a_scheduled_job_wakes_its_pool_at_its_lead_without_polling_faster() -> None:
     scaler = Scaler(None, lambda _: None, policy=NetworkPolicy())  # type: ignore[arg-type]
-    soon, later = ScheduledProbe(time.time() + 2.5), ScheduledProbe(time.time() + 3600)
+    # Polled every 8 s: a scheduled wake comes at least 2 s after a poll, so the job is
+    # due 3.5 s after the first poll plus its 1 s lead. Start just after a regular tick
+    # (a multiple of 8 s on the scaler's clock), so none falls in the 5 s watched.
+    time.sleep(8 - scaler.clock() % 8 + 0.05)
+    soon, later = ScheduledProbe(time.time() + 4.5), ScheduledProbe(time.time() + 3600)
     probes = {"redis://soon:6379/0": soon, "redis://later:6379/0": later}
 
     class ByUrl(ScheduledProbe):
@@ -445,20 +449,20 @@ def test_a_scheduled_job_wakes_its_pool_at_its_lead_without_polling_faster() -> 
             return probes[queue.url].backlog(queue, timeout)
 
     scaler.probes = {"rq": ByUrl(0)}
-    scaler.track(_rq_bgj("soon", lead=1), 0)
-    scaler.track(_rq_bgj("later", lead=1), 0)
+    scaler.track(_rq_bgj("soon", lead=1, interval=8), 0)
+    scaler.track(_rq_bgj("later", lead=1, interval=8), 0)
 
     async def scenario() -> None:
         task = asyncio.create_task(scaler.run())
-        await asyncio.sleep(3.5)
+        await asyncio.sleep(5.0)
         task.cancel()
 
     try:
         asyncio.run(scenario())
     finally:
         scaler.close()
-    # Polled at start, then at due - lead (not up to 60 s later), one read more than a
-    # pool with nothing due soon (both also poll on their regular 60 s tick).
+    # Polled at start, then at due - lead (not up to 8 s later), one read more than a
+    # pool with nothing due soon (both also poll on their regular 8 s tick).
     assert any(abs(read - (soon.due - 1)) < 0.3 for read in soon.reads), soon.reads
     assert len(soon.reads) == len(later.reads) + 1, (soon.reads, later.reads)
     view = scaler.view(("shop", "soon"))
@@ -515,3 +519,44 @@ def test_busy_workers_that_are_not_the_pools_pods_do_not_hold_it_up() -> None:
         scaler.close()
     view = scaler.view(("shop", "emails"))
     assert view is not None and view.replicas == 1  # emails-a only, not laptop or vm-1
+
+
+class CrowdedScheduleProbe(ScheduledProbe):
+    """A job due every 20 ms from 1 s on: each poll sees another one about to enter its
+    lead."""
+
+    def backlog(self, queue: QueueRef, timeout: float) -> Work:
+        now = time.time()
+        self.reads.append(now)
+        start = max(self.due, now)
+        return Work(backlog=0, due_times=tuple(start + i * 0.02 for i in range(64)), activity=1)
+
+
+def test_jobs_due_milliseconds_apart_do_not_turn_into_a_poll_each() -> None:
+    scaler = Scaler(None, lambda _: None, policy=NetworkPolicy())  # type: ignore[arg-type]
+    probe, later = CrowdedScheduleProbe(time.time() + 1), ScheduledProbe(time.time() + 3600)
+    probes = {"redis://tick:6379/0": probe, "redis://later:6379/0": later}
+
+    class ByUrl(ScheduledProbe):
+        def backlog(self, queue: QueueRef, timeout: float) -> Work:
+            return probes[queue.url].backlog(queue, timeout)
+
+    scaler.probes = {"rq": ByUrl(0)}
+    scaler.track(_rq_bgj("tick", lead=0, interval=60), 0)
+    scaler.track(_rq_bgj("later", lead=0, interval=60), 0)
+
+    async def scenario() -> None:
+        task = asyncio.create_task(scaler.run())
+        await asyncio.sleep(5.0)
+        task.cancel()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        scaler.close()
+    # pollingIntervalSeconds 60: a wake at most every 15 s (interval / 4), so no more
+    # reads than a pool with nothing due (its regular ticks only).
+    assert len(probe.reads) == len(later.reads) <= 2, (probe.reads, later.reads)
+    view = scaler.view(("shop", "tick"))
+    # The 64 jobs due within the gap count at once: workers run when they are due.
+    assert view is not None and view.backlog == 64 and view.replicas == 4

@@ -91,6 +91,11 @@ WORK_AWARE = frozenset({"rq", "celery"})
 BUSY_KNOWN = frozenset({"rq"})
 
 
+def wake_gap(interval: float) -> float:
+    """The least time between two polls of one target, when a scheduled job wakes it."""
+    return max(2.0, float(interval) / 4)
+
+
 def deadline_of(interval: float) -> float:
     """A probe's hard deadline: its polling interval, within [1 s, 10 s]."""
     return min(max(float(interval), 1.0), 10.0)
@@ -704,11 +709,15 @@ class Scaler:
             return (None if read is None else read), None
         wall_now, lead = self.wall(), target.source.schedule_lead
         target.busy = read.busy
-        count = read.backlog + due_soon(read.due_times, wall_now, lead)
-        wake_at = next_wake(read.due_times, wall_now, lead)
+        # A scheduled job wakes its target no sooner than this after the poll that saw
+        # it (jobs due a few ms apart must not turn into a poll each); jobs due within
+        # the lead plus this gap count now instead.
+        gap = wake_gap(target.interval)
+        count = read.backlog + due_soon(read.due_times, wall_now, lead + gap)
+        wake_at = next_wake(read.due_times, wall_now, lead + gap)
         if wake_at is None:
             return count, None
-        return count, self.clock() + max(0.0, wake_at - wall_now)
+        return count, self.clock() + max(gap, wake_at + gap - wall_now)
 
     def close(self) -> None:
         """Close broker connections."""
