@@ -560,3 +560,27 @@ def test_jobs_due_milliseconds_apart_do_not_turn_into_a_poll_each() -> None:
     view = scaler.view(("shop", "tick"))
     # The 64 jobs due within the gap count at once: workers run when they are due.
     assert view is not None and view.backlog == 64 and view.replicas == 4
+
+
+def test_pools_reading_one_queue_share_the_probe_of_a_scheduled_wake() -> None:
+    scaler = Scaler(None, lambda _: None, policy=NetworkPolicy())  # type: ignore[arg-type]
+    time.sleep(8 - scaler.clock() % 8 + 0.05)  # no regular 8 s tick in the 5 s watched
+    probe = ScheduledProbe(time.time() + 4.5)
+    scaler.probes = {"rq": probe}
+    for name in ("a", "b", "c"):
+        body = bgjob({"url": "redis://shared:6379/0", "queues": ["q"], "scheduleLeadSeconds": 1})
+        body["metadata"]["name"] = name
+        body["spec"]["trigger"]["queue"]["pollingIntervalSeconds"] = 8
+        scaler.track(parse(body), 0)
+
+    async def scenario() -> None:
+        task = asyncio.create_task(scaler.run())
+        await asyncio.sleep(5.0)
+        task.cancel()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        scaler.close()
+    # One read at start and one at the wake, for the three of them.
+    assert len(probe.reads) == 2, probe.reads
