@@ -124,7 +124,9 @@ def reaction(k: Kubectl, ns: str, server: RedisServer) -> dict[str, Any]:
         pushed = time.monotonic()
         broker.rpush("bench", *range(10))
         seen = eventually(
-            lambda start=pushed: watcher.first_after(start, lambda r: r > 0), timeout=30, interval=0.01
+            lambda start=pushed: watcher.first_after(start, lambda r: r > 0),
+            timeout=30,
+            interval=0.01,
         )
         latencies.append(seen - pushed)
         broker.delete("bench")
@@ -150,13 +152,15 @@ def load(k: Kubectl, ns: str, server: RedisServer, operator: Operator) -> dict[s
     ]
     k.run("apply", "-n", ns, "-f", "-", stdin="\n---\n".join(json.dumps(m) for m in manifests))
     eventually(
-        lambda: sum(
-            1
-            for item in k.json("get", "bgj", "-n", ns)["items"]
-            if item["metadata"]["name"].startswith("load-")
-            and item.get("status", {}).get("state") == "Idle"
-        )
-        == 100,
+        lambda: (
+            sum(
+                1
+                for item in k.json("get", "bgj", "-n", ns)["items"]
+                if item["metadata"]["name"].startswith("load-")
+                and item.get("status", {}).get("state") == "Idle"
+            )
+            == 100
+        ),
         timeout=180,
         interval=2,
     )

@@ -21,6 +21,11 @@
 #              images/queue-worker/requirements.txt (pip download, from pip's
 #              cache when warm); the thumbnailer of `make run`, and the e2e
 #              queue tests' worker
+#   rq-worker:1
+#              python:3 plus one layer: rq 3.0 and its pure-Python wheels
+#              (images/rq-worker/requirements.txt, hashes pinned) and the example
+#              app examples/rq/welcome.py; entrypoint `python3 -m rq.cli`
+#              (`worker --with-scheduler QUEUE...` as its command)
 #
 # Each is cached in ${BGJOB_CACHE:-~/.cache/bgjob-operator}/images/<name>-<key>,
 # where <key> hashes its inputs (its own recipe below, versions.env, the
@@ -175,12 +180,64 @@ build_queue_worker() {
   log "built queue-worker ($out) in $((SECONDS - start)) s"
 }
 
+RQ_WORKER_SRC="$REPO/images/rq-worker"
+RQ_WORKER_APP="$REPO/examples/rq/welcome.py"
+rq_worker_dir() { # its inputs: the base image's key, its requirements, the app
+  key rq-worker "$(basename "$(key python "$PYTHON_PACKAGES")")" \
+    "$(cat "$RQ_WORKER_SRC/requirements.txt" "$RQ_WORKER_APP" | sha256sum | cut -c1-12)"
+}
+
+fetch_wheels() { # requirements.txt -> dir of its wheels (pip download once, by hash)
+  local req="$1" wheels
+  wheels="$CACHE/wheels-$(sha256sum <"$req" | cut -c1-12)"
+  if [[ ! -d $wheels ]]; then
+    local pip=(python3 -m pip)
+    [[ -x $REPO/.venv/bin/pip ]] && pip=("$REPO/.venv/bin/pip")
+    "${pip[@]}" download --quiet --disable-pip-version-check --timeout 30 --retries 2 \
+      --require-hashes --no-deps --only-binary=:all: --implementation py \
+      --python-version 3.11 --platform any \
+      -r "$req" -d "$wheels.tmp.$$" >&2 \
+      || die "pip download of $req failed"
+    mv "$wheels.tmp.$$" "$wheels"
+  fi
+  echo "$wheels"
+}
+
+build_rq_worker() {
+  local out; out="$(rq_worker_dir)"
+  [[ -f $out/index.json ]] && return 0
+  build_python
+  local base; base="$(key python "$PYTHON_PACKAGES")"
+  local start=$SECONDS t; t="$(mktemp -d)"
+  local app="$t/root/opt/rq-worker"
+  mkdir -p "$app/lib"
+  local wheels w; wheels="$(fetch_wheels "$RQ_WORKER_SRC/requirements.txt")"
+  for w in "$wheels"/*.whl; do unzip -q -o "$w" -d "$app/lib"; done
+  install -m 0644 "$RQ_WORKER_APP" "$app/welcome.py"
+  tar --numeric-owner --owner=0 --group=0 --sort=name --mtime=@0 -C "$t/root" -cf "$t/layer.tar" .
+  local tmp="$out.tmp.$$"
+  rm -rf "$tmp"
+  cp -a "$base" "$tmp"
+  umoci raw add-layer --image "$tmp:1" "$t/layer.tar"
+  umoci config --image "$tmp:1" --created "1970-01-01T00:00:00Z" --clear=config.cmd \
+    --config.entrypoint python3 --config.entrypoint -m --config.entrypoint rq.cli \
+    --config.workingdir /opt/rq-worker \
+    --config.env PYTHONPATH=/opt/rq-worker:/opt/rq-worker/lib --config.env PYTHONUNBUFFERED=1 \
+    --config.env PYTHONDONTWRITEBYTECODE=1 --config.user 65532:65532
+  umoci gc --layout "$tmp"
+  rm -rf "$out"; mv "$tmp" "$out"
+  rm -rf "$t"
+  log "built rq-worker ($out) in $((SECONDS - start)) s"
+}
+
 # --- commands -----------------------------------------------------------------
 
 build_all() {
   build_pause
   build_busybox
-  if [[ ${BGJOB_PYTHON_IMAGE:-1} != 0 ]]; then build_python; build_queue_worker; fi
+  if [[ ${BGJOB_PYTHON_IMAGE:-1} != 0 ]]; then
+    build_python; build_queue_worker; build_rq_worker
+  fi
 }
 
 push() { # registry name dir
@@ -204,6 +261,7 @@ case "$cmd" in
     if [[ ${BGJOB_PYTHON_IMAGE:-1} != 0 ]]; then
       push "$reg" python:3 "$(key python "$PYTHON_PACKAGES")"
       push "$reg" queue-worker:1 "$(queue_worker_dir)"
+      push "$reg" rq-worker:1 "$(rq_worker_dir)"
     fi
     log "images in $reg ($((SECONDS - start)) s)"
     ;;

@@ -7,6 +7,7 @@ keeps authentication, TLS and token refresh) with one small resource table.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import json
 import re
@@ -37,6 +38,8 @@ RESOURCES: dict[str, tuple[str, str]] = {
     "Secret": ("v1", "secrets"),
     # Listed (never watched) once per failed run, to tell why it failed.
     "Pod": ("v1", "pods"),
+    # Metadata listed before a work-aware Deployment scales in: which pods are its own.
+    "ReplicaSet": ("apps/v1", "replicasets"),
     "Event": ("v1", "events"),
     "Lease": ("coordination.k8s.io/v1", "leases"),
     "ScaledObject": ("keda.sh/v1alpha1", "scaledobjects"),
@@ -189,6 +192,9 @@ class WatchStream:
             self._response.close()
 
 
+METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
+
+
 @dataclass
 class Kube:
     """The operator's API calls, each one request."""
@@ -214,10 +220,11 @@ class Kube:
         content_type: str,
         timeout: tuple[float, float],
         fenced: bool = False,
+        accept: str = "application/json",
     ) -> Any:
         if query:
             url = f"{url}?{urlencode(query)}"
-        headers = {"Accept": "application/json", "Content-Type": content_type}
+        headers = {"Accept": accept, "Content-Type": content_type}
         m, full_url, hdrs, payload, _ = self.api.param_serialize(
             method=method,
             resource_path=url,
@@ -245,6 +252,7 @@ class Kube:
         content_type: str = "application/json",
         timeout: tuple[float, float] = REQUEST_TIMEOUT,
         fenced: bool = True,
+        accept: str = "application/json",
     ) -> dict[str, Any]:
         """Send one request; return the decoded body or raise ApiError.
 
@@ -254,7 +262,7 @@ class Kube:
         try:
             if fence:
                 self.writes += 1  # counted before the fence: a refused write was attempted
-            response = self._send(method, url, query, body, content_type, timeout, fence)
+            response = self._send(method, url, query, body, content_type, timeout, fence, accept)
             data = response.read()
         except (urllib3.exceptions.HTTPError, OSError, ApiException) as error:
             # No answer (timeout, reset, refused): transient, like a 5xx.
@@ -406,14 +414,39 @@ class Kube:
         label_selector: str | None = None,
         limit: int = 500,
         token: str | None = None,
+        metadata_only: bool = False,
     ) -> dict[str, Any]:
-        """One page of a LIST (raw JSON); ``metadata.continue`` names the next one."""
+        """One page of a LIST (raw JSON); ``metadata.continue`` names the next one.
+        ``metadata_only``: the objects' metadata alone (PartialObjectMetadataList)."""
         query: dict[str, Any] = {"limit": limit}
         if label_selector:
             query["labelSelector"] = label_selector
         if token:
             query["continue"] = token
-        return self.request("GET", collection(kind, namespace), query=query)
+        accept = METADATA_LIST if metadata_only else "application/json"
+        return self.request("GET", collection(kind, namespace), query=query, accept=accept)
+
+    def list_metadata(
+        self, kind: str, label_selector: str, namespace: str, *, most: int, page: int = 50
+    ) -> builtins.list[dict[str, Any]]:
+        """The metadata of at most ``most`` objects of a kind, in small pages: never the
+        objects themselves, however big a tenant made them."""
+        items: builtins.list[dict[str, Any]] = []
+        token: str | None = None
+        while len(items) < most:
+            got = self.list_page(
+                kind,
+                namespace,
+                label_selector=label_selector,
+                limit=min(page, most - len(items)),
+                token=token,
+                metadata_only=True,
+            )
+            items.extend(got.get("items") or [])
+            token = (got.get("metadata") or {}).get("continue")
+            if not token:
+                break
+        return items[:most]
 
     def apply_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
         """Server-side apply the BackgroundJob's status subresource."""

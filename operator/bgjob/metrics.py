@@ -68,7 +68,7 @@ QUEUE_PROBE_ERRORS = Counter(
     "timed out, denied): one per BackgroundJob and round, however many share the queue.",
     ["namespace", "name", "backend"],
 )
-PROBE_BACKENDS = ("redis", "rabbitmq")
+PROBE_BACKENDS = ("redis", "rabbitmq", "rq", "celery")
 
 
 def probe_failed(namespace: str, name: str, backend: str) -> None:

@@ -34,7 +34,7 @@ from bgjob.api.names import (
     EventType,
     ScalingEngine,
 )
-from bgjob.kube import CHILD_KINDS, KEDA_KINDS, ApiError, Kube
+from bgjob.kube import CHILD_KINDS, KEDA_KINDS, ApiError, Kube, path
 from bgjob.plan import (
     Delete,
     Plan,
@@ -56,6 +56,15 @@ from bgjob.runs import (
     run_selector,
     trim_pod,
 )
+from bgjob.scaling.probes import workers_to_read
+from bgjob.scaling.scale_in import (
+    DELETION_COST,
+    MAX_REPLICASETS,
+    busy_floor,
+    deletion_cost_patches,
+    owned_pods,
+    owned_replicasets,
+)
 from bgjob.scaling.scaler import Scaler, View
 from bgjob.status import (
     Observed,
@@ -67,6 +76,7 @@ from bgjob.status import (
 )
 from bgjob.store import ChildKey, Key, Store
 from bgjob.workloads.pod import controlled_by
+from bgjob.workloads.services import replica_bounds
 
 log = logging.getLogger("bgjob.reconcile")
 
@@ -299,6 +309,10 @@ class Reconciler:
             and needs_apply(current, desired)
         ):
             self._hand_over_replicas(current)
+        if current is not None and kind == "Deployment":
+            self._mark_idle_pods_first(work, current, desired)
+        elif current is not None and kind == "StatefulSet":
+            self._keep_busy_pods(work, current, desired)
         if self._apply_child(work, desired) is None or current is None:
             return
         before, after = current["spec"].get("replicas"), desired["spec"].get("replicas")
@@ -346,6 +360,80 @@ class Reconciler:
             work.event("Normal", "Created", f"created {kind} {name}")
         log.info("%s kind=%s name=%s namespace=%s", verb, kind, name, bgj.metadata.namespace)
         return applied
+
+    def _mark_idle_pods_first(self, work: Pass, current: Body, desired: Body) -> None:
+        """Before a work-aware queue's Deployment scales in, give its idle pods the lowest
+        deletion cost and its busy ones the highest, so the ReplicaSet removes idle
+        workers first."""
+        busy = work.queue.busy if work.queue is not None else None
+        before, after = current["spec"].get("replicas"), desired["spec"].get("replicas")
+        if busy is None or before is None or after is None or after >= before:
+            return
+        labels = (current["spec"].get("selector") or {}).get("matchLabels") or {}
+        uid = current["metadata"].get("uid")
+        if not labels or not uid:
+            return
+        selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+        namespace, name = work.bgj.metadata.namespace, current["metadata"]["name"]
+        most = workers_to_read(replica_bounds(work.bgj.spec)[1])  # 2 x maxReplicas, cap 512
+        # Metadata only, a few at a time: never a tenant's pod specs, however many or big.
+        sets = owned_replicasets(
+            self.kube.list_metadata("ReplicaSet", selector, namespace, most=MAX_REPLICASETS * 4),
+            uid,
+        )
+        if not sets:
+            return
+        hashes = ",".join(sorted(set(sets.values())))
+        pods = owned_pods(
+            self.kube.list_metadata(
+                "Pod", f"{selector},pod-template-hash in ({hashes})", namespace, most=most
+            ),
+            set(sets),
+        )
+        names = frozenset(p["metadata"]["name"] for p in pods)
+        self._floor_at_busy_pods(work, desired, busy, names)
+        for pod, cost in deletion_cost_patches(pods, busy).items():
+            try:
+                self.kube.request(
+                    "PATCH",
+                    path("Pod", namespace, pod),
+                    body={"metadata": {"annotations": {DELETION_COST: cost}}},
+                    content_type="application/merge-patch+json",
+                )
+            except ApiError as error:
+                if error.status != 404:  # a pod gone meanwhile needs no mark
+                    raise
+        log.info(
+            "marked pods for scale-in name=%s namespace=%s busy=%d pods=%d",
+            name,
+            namespace,
+            len(busy),
+            len(pods),
+        )
+
+    def _keep_busy_pods(self, work: Pass, current: Body, desired: Body) -> None:
+        """A work-aware StatefulSet (a singleton) keeps a pod busy with a job: its pods
+        are named ``<name>-<ordinal>``."""
+        busy = work.queue.busy if work.queue is not None else None
+        before, after = current["spec"].get("replicas"), desired["spec"].get("replicas")
+        if busy is None or before is None or after is None or after >= before:
+            return
+        name = current["metadata"]["name"]
+        self._floor_at_busy_pods(
+            work, desired, busy, frozenset(f"{name}-{i}" for i in range(int(before)))
+        )
+
+    def _floor_at_busy_pods(
+        self, work: Pass, desired: Body, busy: frozenset[str], pods: frozenset[str]
+    ) -> None:
+        """Never scale in below the pool's own pods busy with a job; the scaler learns the
+        pool's pod names for its next decisions."""
+        key = (work.bgj.metadata.namespace, work.bgj.metadata.name)
+        if self.scaler is not None:
+            self.scaler.note_pods(key, pods)
+        floor = busy_floor(busy, pods, replica_bounds(work.bgj.spec)[1])
+        if desired["spec"]["replicas"] < floor:
+            desired["spec"]["replicas"] = floor
 
     def _hand_over_replicas(self, current: Body) -> None:
         """Before applying the worker without replicas, let another field manager own

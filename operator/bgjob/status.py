@@ -429,7 +429,12 @@ def status_from(
         state = "Degraded"
         health = Health(False, problem.reason, problem.message)
     if caveat is not None:
-        facts.extra.append(("ScalingLimited", True, "KEDAReadyMessagesOnly", caveat))
+        reason = (
+            "KEDAWaitingJobsOnly"
+            if caveat.startswith(("spec.trigger.queue.rq", "spec.trigger.queue.celery"))
+            else "KEDAReadyMessagesOnly"
+        )
+        facts.extra.append(("ScalingLimited", True, reason, caveat))
     fields["conditions"] = conditions_for(
         health, problem, facts.extra, bgj.metadata.generation, now, previous.conditions
     )

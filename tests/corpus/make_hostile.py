@@ -30,6 +30,234 @@ BASE: dict[str, Any] = {
 REDIS = {"url": "redis://redis:6379/0", "list": "jobs"}
 Case = tuple[str, str, bytes]  # (name, expectation, content)
 
+# rq and celery triggers (and nulls and trailing newlines on every backend): the API
+# server's verdict, checked against it by tests/e2e/test_corpus_admission.py.
+WORK_QUEUES: list[tuple[str, str, dict[str, Any]]] = [
+    ("rq-ok", "accept", {"rq": {"url": "redis://r:6379/0", "queues": ["high", "default"]}}),
+    (
+        "rq-urlfrom",
+        "accept",
+        {"rq": {"urlFrom": {"secretKeyRef": {"name": "s", "key": "url"}}, "queues": ["q"]}},
+    ),
+    (
+        "rq-nl-queue",
+        "reject spec.trigger.queue.rq.queues",
+        {"rq": {"url": "redis://r:6379/0", "queues": ["q\n"]}},
+    ),
+    (
+        "rq-nl-url",
+        "reject spec.trigger.queue.rq.url",
+        {"rq": {"url": "redis://r:6379/0\n", "queues": ["q"]}},
+    ),
+    (
+        "rq-17",
+        "reject spec.trigger.queue.rq.queues",
+        {"rq": {"url": "redis://r:6379/0", "queues": [f"q{i}" for i in range(17)]}},
+    ),
+    (
+        "rq-16x253",
+        "accept",
+        {"rq": {"url": "redis://r:6379/0", "queues": [c * 253 for c in "abcdefghijklmnop"]}},
+    ),
+    (
+        "rq-254",
+        "reject spec.trigger.queue.rq.queues",
+        {"rq": {"url": "redis://r:6379/0", "queues": ["a" * 254]}},
+    ),
+    (
+        "rq-dup",
+        "reject spec.trigger.queue.rq.queues",
+        {"rq": {"url": "redis://r:6379/0", "queues": ["a", "b", "a"]}},
+    ),
+    (
+        "rq-lead-neg",
+        "reject spec.trigger.queue.rq.scheduleLeadSeconds",
+        {"rq": {"url": "redis://r:6379/0", "queues": ["q"], "scheduleLeadSeconds": -1}},
+    ),
+    (
+        "rq-lead-301",
+        "reject spec.trigger.queue.rq.scheduleLeadSeconds",
+        {"rq": {"url": "redis://r:6379/0", "queues": ["q"], "scheduleLeadSeconds": 301}},
+    ),
+    (
+        "rq-lead-float",
+        "accept",
+        {"rq": {"url": "redis://r:6379/0", "queues": ["q"], "scheduleLeadSeconds": 5.0}},
+    ),
+    (
+        "rq-lead-float5",
+        "reject spec.trigger.queue.rq.scheduleLeadSeconds",
+        {"rq": {"url": "redis://r:6379/0", "queues": ["q"], "scheduleLeadSeconds": 5.5}},
+    ),
+    (
+        "rq-lead-str",
+        "reject spec.trigger.queue.rq.scheduleLeadSeconds",
+        {"rq": {"url": "redis://r:6379/0", "queues": ["q"], "scheduleLeadSeconds": "5"}},
+    ),
+    (
+        "rq-lead-bool",
+        "reject spec.trigger.queue.rq.scheduleLeadSeconds",
+        {"rq": {"url": "redis://r:6379/0", "queues": ["q"], "scheduleLeadSeconds": True}},
+    ),
+    (
+        "rq-lead-null",
+        "accept",
+        {"rq": {"url": "redis://r:6379/0", "queues": ["q"], "scheduleLeadSeconds": None}},
+    ),
+    (
+        "rq-pw",
+        "reject spec.trigger.queue.rq.url",
+        {"rq": {"url": "redis://u:p@r:6379/0", "queues": ["q"]}},
+    ),
+    (
+        "rq-pwq",
+        "reject spec.trigger.queue.rq.url",
+        {"rq": {"url": "redis://r:6379/0?pass%77ord=x", "queues": ["q"]}},
+    ),
+    (
+        "rq-timeout",
+        "reject spec.trigger.queue.rq.url",
+        {"rq": {"url": "redis://r:6379/0?socket_timeout=100", "queues": ["q"]}},
+    ),
+    (
+        "rq-amqp",
+        "reject spec.trigger.queue.rq.url",
+        {"rq": {"url": "amqp://r:5672/", "queues": ["q"]}},
+    ),
+    (
+        "rq-unix",
+        "reject spec.trigger.queue.rq.url",
+        {"rq": {"url": "unix:///tmp/redis.sock", "queues": ["q"]}},
+    ),
+    (
+        "rq-both",
+        "reject spec.trigger.queue.rq",
+        {
+            "rq": {
+                "url": "redis://r:6379/0",
+                "urlFrom": {"secretKeyRef": {"name": "s", "key": "url"}},
+                "queues": ["q"],
+            }
+        },
+    ),
+    ("rq-none", "reject spec.trigger.queue.rq", {"rq": {"queues": ["q"]}}),
+    ("rq-noqueues", "reject spec.trigger.queue.rq.queues", {"rq": {"url": "redis://r:6379/0"}}),
+    (
+        "rq-queues-str",
+        "reject spec.trigger.queue.rq.queues",
+        {"rq": {"url": "redis://r:6379/0", "queues": "q"}},
+    ),
+    (
+        "rq-queue-int",
+        "reject spec.trigger.queue.rq.queues",
+        {"rq": {"url": "redis://r:6379/0", "queues": [5]}},
+    ),
+    (
+        "rq-queue-null",
+        "reject spec.trigger.queue.rq.queues",
+        {"rq": {"url": "redis://r:6379/0", "queues": [None]}},
+    ),
+    (
+        "rq-unknown",
+        "reject spec.trigger.queue.rq.keyPrefix",
+        {"rq": {"url": "redis://r:6379/0", "queues": ["q"], "keyPrefix": "x"}},
+    ),
+    (
+        "rq-and-redis",
+        "reject spec.trigger.queue",
+        {
+            "rq": {"url": "redis://r:6379/0", "queues": ["q"]},
+            "redis": {"url": "redis://r:6379/0", "list": "l"},
+        },
+    ),
+    ("rq-null", "reject spec.trigger.queue", {"rq": None}),
+    ("rq-empty", "reject spec.trigger.queue.rq.queues", {"rq": {}}),
+    (
+        "rq-unicode",
+        "reject spec.trigger.queue.rq.queues",
+        {"rq": {"url": "redis://r:6379/0", "queues": ["q\u0661"]}},
+    ),
+    (
+        "rq-db-big",
+        "reject spec.trigger.queue.rq.url",
+        {"rq": {"url": "redis://r:6379/99999999999999999999", "queues": ["q"]}},
+    ),
+    (
+        "rq-port-big",
+        "reject spec.trigger.queue.rq.url",
+        {"rq": {"url": "redis://r:99999/0", "queues": ["q"]}},
+    ),
+    ("rq-user", "accept", {"rq": {"url": "redis://token@r:6379/0", "queues": ["q"]}}),
+    ("celery-ok", "accept", {"celery": {"url": "redis://r:6379/0"}}),
+    ("celery-q", "accept", {"celery": {"url": "redis://r:6379/0", "queue": "celery:x.y-z_1"}}),
+    (
+        "celery-empty-q",
+        "reject spec.trigger.queue.celery.queue",
+        {"celery": {"url": "redis://r:6379/0", "queue": ""}},
+    ),
+    ("celery-null-q", "accept", {"celery": {"url": "redis://r:6379/0", "queue": None}}),
+    (
+        "celery-nl",
+        "reject spec.trigger.queue.celery.queue",
+        {"celery": {"url": "redis://r:6379/0", "queue": "celery\n"}},
+    ),
+    (
+        "celery-sep",
+        "reject spec.trigger.queue.celery.queue",
+        {"celery": {"url": "redis://r:6379/0", "queue": "celery\x06\x163"}},
+    ),
+    ("celery-amqp", "reject spec.trigger.queue.celery.url", {"celery": {"url": "amqp://r:5672/"}}),
+    (
+        "celery-queues",
+        "reject spec.trigger.queue.celery.queues",
+        {"celery": {"url": "redis://r:6379/0", "queues": ["a"]}},
+    ),
+    ("celery-empty", "reject spec.trigger.queue.celery", {"celery": {}}),
+    ("celery-rediss", "accept", {"celery": {"url": "rediss://r:6380/0"}}),
+    ("celery-ipv6", "accept", {"celery": {"url": "redis://[::1]:6379/0"}}),
+    ("celery-169", "accept", {"celery": {"url": "redis://169.254.169.254:80/0"}}),
+    (
+        "redis-nl-url",
+        "reject spec.trigger.queue.redis.url",
+        {"redis": {"url": "redis://r:6379/0\n", "list": "l"}},
+    ),
+    (
+        "redis-poll-null",
+        "accept",
+        {"redis": {"url": "redis://r:6379/0", "list": "l"}, "pollingIntervalSeconds": None},
+    ),
+    (
+        "rabbit-nl-url",
+        "reject spec.trigger.queue.rabbitmq.url",
+        {"rabbitmq": {"url": "amqp://r:5672/\n", "queue": "l"}},
+    ),
+    (
+        "rq-nl-url-nopath",
+        "reject spec.trigger.queue.rq.url",
+        {"rq": {"url": "redis://r:6379\n", "queues": ["q"]}},
+    ),
+    ("redis-url-null", "reject spec.trigger.queue.redis", {"redis": {"url": None, "list": "l"}}),
+    (
+        "celery-url-null-from",
+        "accept",
+        {"celery": {"url": None, "urlFrom": {"secretKeyRef": {"name": "s", "key": "url"}}}},
+    ),
+    (
+        "rq-queues-null",
+        "reject spec.trigger.queue.rq.queues",
+        {"rq": {"url": "redis://r:6379/0", "queues": None}},
+    ),
+    (
+        "rq-cooldown-null",
+        "accept",
+        {
+            "rq": {"url": "redis://r:6379/0", "queues": ["q"]},
+            "cooldownSeconds": None,
+            "targetPerReplica": None,
+        },
+    ),
+]
+
 
 def doc(spec: dict[str, Any] | None = None, **top: Any) -> dict[str, Any]:
     out = copy.deepcopy(BASE)
@@ -482,6 +710,8 @@ spec:
         "reject spec.trigger.queue.redis.urlFrom.secretKeyRef.key",
         secret_ref("redis-creds", "a/b"),
     )
+    for name, expect, queue in WORK_QUEUES:
+        add(f"queue-{name}", expect, doc({"concurrency": 2, "trigger": {"queue": queue}}))
     return out
 
 

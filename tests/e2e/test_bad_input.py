@@ -50,6 +50,26 @@ REJECTED: list[tuple[str, dict[str, Any], str]] = [
         "spec.trigger.queue",
     ),
     (
+        "rq-duplicate-queues",
+        {"trigger": {"queue": {"rq": {"url": "redis://h:6379/0", "queues": ["a", "a"]}}}},
+        "spec.trigger.queue.rq.queues",
+    ),
+    (
+        "rq-password-in-url",
+        {"trigger": {"queue": {"rq": {"url": "redis://:hunter2@h:6379", "queues": ["a"]}}}},
+        "spec.trigger.queue.rq.url",
+    ),
+    (
+        "rq-amqp-url",
+        {"trigger": {"queue": {"rq": {"url": "amqp://h:5672", "queues": ["a"]}}}},
+        "spec.trigger.queue.rq.url",
+    ),
+    (
+        "celery-bad-queue-name",
+        {"trigger": {"queue": {"celery": {"url": "redis://h:6379/0", "queue": "a b"}}}},
+        "spec.trigger.queue.celery.queue",
+    ),
+    (
         "password-in-url",
         {"trigger": {"queue": {"redis": {"url": "redis://:hunter2@h:6379", "list": "a"}}}},
         "spec.trigger.queue.redis.url",

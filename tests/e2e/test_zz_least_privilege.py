@@ -18,8 +18,10 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import redis
 import yaml
 
+from tests.e2e.brokers import RedisServer
 from tests.e2e.support import (
     RELEASE,
     SYSTEM_NAMESPACE,
@@ -118,6 +120,25 @@ def granted(kubectl: Kubectl) -> set[Permission]:
     return out
 
 
+def exercise_rq_scale_in(kubectl: Kubectl, ns: str, redis_server: RedisServer) -> None:
+    """An rq pool scaled up by a backlog and in again: its pods are marked (patched) with
+    their deletion cost before the Deployment scales in."""
+    broker = redis.Redis.from_url(redis_server.url)
+    queue = f"rq:queue:{ns}-mail"
+    spec = {"queues": [f"{ns}-mail"], "url": redis_server.url}
+    kubectl.apply(bgjob("mailer", {"trigger": {"queue": {"rq": spec, "cooldownSeconds": 0}}}), ns)
+    broker.rpush(queue, "job-1", "job-2")
+    selector = "app.kubernetes.io/instance=mailer"
+
+    def running() -> bool:
+        pods = kubectl.json("get", "pods", "-n", ns, "-l", selector)["items"]
+        return any(p["status"].get("phase") == "Running" for p in pods)
+
+    eventually(running, timeout=60)
+    broker.delete(queue)
+    eventually(lambda: kubectl.get("deployment", "mailer", ns)["spec"]["replicas"] == 0)  # type: ignore[index]
+
+
 def exercise(kubectl: Kubectl, ns: str) -> None:
     """Each trigger once, a trigger change, a Secret read, a Degraded event, a failed run."""
     kubectl.apply(secret("broker", url="redis://127.0.0.1:1/0"), ns)
@@ -165,8 +186,11 @@ def exercise(kubectl: Kubectl, ns: str) -> None:
     time.sleep(5)  # a scaler poll or two reads the Secret
 
 
-def test_the_operator_uses_every_verb_it_is_granted_and_no_other(kubectl: Kubectl, ns: str) -> None:
+def test_the_operator_uses_every_verb_it_is_granted_and_no_other(
+    kubectl: Kubectl, ns: str, redis_server: RedisServer
+) -> None:
     exercise(kubectl, ns)
+    exercise_rq_scale_in(kubectl, ns, redis_server)
     log = audit_log(kubectl)
     seen, denied = used(log)
     grants = granted(kubectl)

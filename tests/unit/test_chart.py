@@ -220,7 +220,9 @@ def verbs(role: dict[str, Any], group: str, resource: str) -> set[str]:
         ("bgjob.dev", "backgroundjobs", {"get", "list", "watch"}),  # get: the owner check
         ("bgjob.dev", "backgroundjobs/status", {"patch"}),
         ("", "events", {"create"}),
-        ("", "pods", {"list"}),  # a failed run's pods, once, for its exit code
+        # list: a failed run's pods, once, for its exit code; patch: the deletion cost
+        # that makes an rq Deployment's scale-in remove idle workers first.
+        ("", "pods", {"list", "patch"}),
         ("batch", "jobs", {"get", "list", "watch", "create", "delete"}),
         ("apps", "deployments", {"get", "list", "watch", "create", "patch", "delete"}),
     ],

@@ -482,6 +482,22 @@ def test_keda_mode_shows_what_it_cannot_honour_as_a_condition() -> None:
     assert (limited["status"], limited["reason"]) == ("True", "KEDAReadyMessagesOnly")
 
 
+@pytest.mark.parametrize(
+    "backend",
+    [
+        {"rq": {"url": "redis://redis.shop:6379/0", "queues": ["emails"]}},
+        {"celery": {"url": "redis://redis.shop:6379/0"}},
+    ],
+)
+def test_keda_mode_says_a_job_library_is_counted_by_its_waiting_jobs_only(
+    backend: dict[str, Any],
+) -> None:
+    status = Cluster("keda").reconcile(trigger={"queue": backend})
+    limited = next(c for c in status["conditions"] if c["type"] == "ScalingLimited")
+    assert (limited["status"], limited["reason"]) == ("True", "KEDAWaitingJobsOnly")
+    assert status["state"] != "Degraded"
+
+
 # --- where KEDA would dial -----------------------------------------------------------------
 
 
@@ -566,3 +582,29 @@ def test_management_on_the_amqp_host_still_goes_to_keda() -> None:
     }
     (trigger,) = scaled_object(queue_bgjob(backend))["spec"]["triggers"]
     assert trigger["metadata"]["host"] == "https://guest:guest@RABBIT.shop.:15671/mail"
+
+
+def test_rq_queues_become_one_redis_list_trigger_each_with_the_limits_said_plainly() -> None:
+    bgj = queue_bgjob({"rq": {"url": "redis://redis.shop:6379/1", "queues": ["high", "low"]}})
+    triggers = scaled_object(bgj)["spec"]["triggers"]
+    assert [t["metadata"]["listName"] for t in triggers] == ["rq:queue:high", "rq:queue:low"]
+    assert all(t["type"] == "redis" and t["metadata"]["databaseIndex"] == "1" for t in triggers)
+    caveat = keda.readiness_caveat(bgj)
+    assert caveat is not None
+    for lost in ("in flight", "scheduled jobs", "cooldown"):
+        assert lost in caveat
+
+
+def test_a_celery_queue_becomes_a_redis_list_trigger_counting_waiting_messages_only() -> None:
+    bgj = queue_bgjob({"celery": {"url": "redis://redis.shop:6379/0", "queue": "emails"}})
+    (trigger,) = scaled_object(bgj)["spec"]["triggers"]
+    assert trigger["metadata"]["listName"] == "emails"
+    caveat = keda.readiness_caveat(bgj)
+    assert caveat is not None and "unacknowledged" in caveat
+
+
+def test_rq_credentials_from_a_secret_are_unsupported_by_keda_and_say_so() -> None:
+    secret = {"secretKeyRef": {"name": "redis", "key": "url"}}
+    bgj = queue_bgjob({"rq": {"urlFrom": secret, "queues": ["q"]}})
+    with pytest.raises(keda.KedaUnsupported, match=r"spec.trigger.queue.rq.urlFrom"):
+        scaled_object(bgj)

@@ -71,9 +71,17 @@ compares them with the API server's audit log of an e2e run. */}}
   verbs: ["create"]
 # Why a run failed is in its pods, not its Job: the operator lists a failed
 # run's pods once (label batch.kubernetes.io/job-name), to record the exit code
-# or OOMKilled. No get or watch: pods are never cached.
+# or OOMKilled. No get or watch: pods are never cached. patch: before an rq
+# worker Deployment scales in, its pods are annotated with
+# controller.kubernetes.io/pod-deletion-cost so idle workers go first (celery
+# pods are not: Celery keeps no registry of busy workers in Redis).
 - apiGroups: [""]
   resources: ["pods"]
+  verbs: ["list", "patch"]
+# Before an rq worker Deployment scales in: the metadata of its ReplicaSets, to
+# know its own pods by their controller's uid.
+- apiGroups: ["apps"]
+  resources: ["replicasets"]
   verbs: ["list"]
 # Queue URLs given as urlFrom.secretKeyRef: read one named Secret at a time,
 # never list or watch them.

@@ -116,6 +116,15 @@ class ApiModel(BaseModel):
     # Cross-field rules of this node, enforced here and written into the CRD.
     rules: ClassVar[tuple[Rule, ...]] = ()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _prune_nulls(cls, data: Any) -> Any:
+        """An explicit null is as if the field were absent: the API server prunes nulls
+        of fields that are not nullable (none of ours is) and then applies defaults."""
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if v is not None}
+        return data
+
     @model_validator(mode="after")
     def _check_rules(self) -> ApiModel:
         for rule in self.rules:
@@ -530,9 +539,67 @@ class RabbitMQQueue(Broker):
     )
 
 
+# RQ queue names are free text in RQ; here they become parts of Redis key names.
+RQ_QUEUE_NAME = r"^[A-Za-z0-9][-A-Za-z0-9_.:]*$"
+MAX_RQ_QUEUES = 16
+MAX_SCHEDULE_LEAD_SECONDS = 300
+
+
+class RQQueue(Broker):
+    """RQ (python-rq) queues on a Redis server, read from RQ's own keys: the backlog is
+    queued + started (in flight) + scheduled jobs that are due; busy workers are never
+    scaled away and delayed jobs wake the workers shortly before they are due."""
+
+    queues: list[Annotated[str, Field(min_length=1, max_length=253, pattern=RQ_QUEUE_NAME)]] = (
+        Field(
+            description="Names of the RQ queues the workers listen on (rq worker QUEUE...).",
+            min_length=1,
+            max_length=MAX_RQ_QUEUES,
+        )
+    )
+    schedule_lead_seconds: int = Field(
+        default=5,
+        ge=0,
+        le=MAX_SCHEDULE_LEAD_SECONDS,
+        description="How long before a scheduled job (enqueue_in, enqueue_at) is due the "
+        "workers are started, so one is running when it is due: the time a pod takes to "
+        "start. The workers must run RQ's scheduler (rq worker --with-scheduler).",
+    )
+
+    rules = (
+        *Broker.rules,
+        *broker_url_rules("redis"),
+        Rule(
+            cel="self.queues.all(q, self.queues.exists_one(r, r == q))",
+            message="queue names must be unique",
+            field_path=".queues",
+            holds=lambda s: len(set(s.queues)) == len(s.queues),
+        ),
+    )
+
+
+class CeleryQueue(Broker):
+    """A Celery queue on a Redis broker (kombu's Redis transport): the backlog is the
+    waiting messages plus those delivered to workers and not yet acknowledged."""
+
+    queue: str = Field(
+        default="celery",
+        description="Name of the Celery queue (the Redis list kombu keeps it in).",
+        min_length=1,
+        max_length=253,
+        pattern=RQ_QUEUE_NAME,
+    )
+
+    rules = (*Broker.rules, *broker_url_rules("redis"))
+
+
 # A backlog is a count of messages; a billion per worker is already no limit.
 MAX_BACKLOG = 1_000_000_000
 MAX_COOLDOWN_SECONDS = 24 * 3600
+
+
+QUEUE_BACKENDS = ("redis", "rabbitmq", "rq", "celery")
+QueueBackend = Literal["redis", "rabbitmq", "rq", "celery"]
 
 
 class QueueTrigger(ApiModel):
@@ -540,6 +607,14 @@ class QueueTrigger(ApiModel):
 
     redis: RedisQueue | None = Field(default=None, description="A Redis list.")
     rabbitmq: RabbitMQQueue | None = Field(default=None, description="A RabbitMQ queue.")
+    rq: RQQueue | None = Field(
+        default=None,
+        description="RQ queues: jobs queued, in flight and due; busy workers kept.",
+    )
+    celery: CeleryQueue | None = Field(
+        default=None,
+        description="A Celery queue on a Redis broker: messages waiting and unacknowledged.",
+    )
     target_per_replica: int = Field(
         default=5,
         ge=1,
@@ -569,14 +644,30 @@ class QueueTrigger(ApiModel):
         default=60,
         ge=0,
         le=MAX_COOLDOWN_SECONDS,
-        description="Time without backlog before scaling down to minReplicas (at most a day).",
+        description="Time without backlog before scaling down to minReplicas (at most a day). "
+        "rq and celery: time since the last job started or finished.",
     )
+
+    @property
+    def backend(self) -> QueueBackend:
+        """Which queue backend is set."""
+        for name in QUEUE_BACKENDS:
+            if getattr(self, name) is not None:
+                return name  # type: ignore[return-value]
+        raise ValueError("no queue backend set")
+
+    @property
+    def broker(self) -> Broker:
+        """The backend's broker settings (url or urlFrom)."""
+        found: Broker | None = getattr(self, self.backend)
+        assert found is not None
+        return found
 
     rules = (
         Rule(
-            cel=exactly_one_cel("redis", "rabbitmq"),
-            message="set exactly one queue backend: redis or rabbitmq",
-            holds=lambda s: exactly_one(s, "redis", "rabbitmq"),
+            cel=exactly_one_cel(*QUEUE_BACKENDS),
+            message="set exactly one queue backend: redis, rabbitmq, rq or celery",
+            holds=lambda s: exactly_one(s, *QUEUE_BACKENDS),
         ),
     )
 

@@ -100,9 +100,9 @@ class Parts:
 
 def split(url: str, shape: str = BROKER_SHAPE) -> Parts | None:
     """The URL's parts, or None when it is outside the grammar."""
-    if re.match(shape, url) is None:
+    if re.fullmatch(shape, url) is None:
         return None
-    found = _SPLIT.match(url)
+    found = _SPLIT.fullmatch(url)
     if found is None:  # pragma: no cover - the grammar implies the split
         return None
     host = found["host"]
@@ -119,15 +119,15 @@ def split(url: str, shape: str = BROKER_SHAPE) -> Parts | None:
 
 
 def host_ok(url: str) -> bool:
-    return re.match(HOST_RULE, url) is not None
+    return re.fullmatch(HOST_RULE, url) is not None
 
 
 def port_ok(url: str) -> bool:
-    return re.match(PORT_RULE, url) is not None
+    return re.fullmatch(PORT_RULE, url) is not None
 
 
 def path_ok(url: str, backend: str) -> bool:
-    return re.match(PATH_RULES[backend], url) is not None
+    return re.fullmatch(PATH_RULES[backend], url) is not None
 
 
 def broker_problem(url: str, backend: str) -> str | None:
@@ -154,7 +154,7 @@ def option_names(query: str) -> str:
     names = []
     for item in query.split("&"):
         name = unquote(item.partition("=")[0])
-        names.append(name if re.match(r"^[A-Za-z0-9_.-]{1,40}$", name) else "?")
+        names.append(name if re.fullmatch(r"^[A-Za-z0-9_.-]{1,40}$", name) else "?")
     return ", ".join(sorted(set(names))) or "empty query"
 
 

@@ -81,3 +81,62 @@ def desired_replicas(
     if recommendation >= current:
         return recommendation
     return max(recommendation, min(history.highest(), current))
+
+
+# --- work-aware backends (rq, celery) -------------------------------------------------
+
+
+@dataclass
+class Activity:
+    """When the workers last started or finished a job, as polls saw it: the cooldown of
+    a work-aware backend counts from here, not from the last poll that saw a backlog."""
+
+    fingerprint: object = None
+    last_change: float | None = None
+
+    def observe(self, fingerprint: object, now: float) -> None:
+        """Note the workers' state; a change (or the first look) is activity now."""
+        if self.last_change is None or fingerprint != self.fingerprint:
+            self.last_change = now
+        self.fingerprint = fingerprint
+
+
+def due_soon(due_times: tuple[float, ...], wall_now: float, lead: float) -> int:
+    """Scheduled jobs not yet due that fall due within ``lead`` seconds: they count as
+    backlog, so a worker is running by the time they are due."""
+    return sum(1 for due in due_times if due - wall_now <= lead)
+
+
+def next_wake(due_times: tuple[float, ...], wall_now: float, lead: float) -> float | None:
+    """Wall time at which the next scheduled job enters its lead; None when none is
+    waiting beyond its lead."""
+    later = [due - lead for due in due_times if due - wall_now > lead]
+    return min(later) if later else None
+
+
+def desired_work_replicas(
+    backlog: int | None,
+    busy: int,
+    fingerprint: object,
+    current: int,
+    limits: Limits,
+    activity: Activity,
+    now: float,
+) -> int:
+    """Replicas for a pool whose busy workers and job starts/finishes are known.
+
+    Up at once like ``desired_replicas``; down only when no job started or finished for
+    ``cooldown_seconds``, and never below the busy workers (within the bounds). No data:
+    keep what runs now.
+    """
+    if backlog is None:
+        return max(limits.min_replicas, min(current, limits.max_replicas))
+    activity.observe(fingerprint, now)
+    floor = min(busy, limits.max_replicas)
+    recommendation = max(recommended_replicas(backlog, current, limits), floor)
+    if recommendation >= current:
+        return recommendation
+    assert activity.last_change is not None
+    if now - activity.last_change < limits.cooldown_seconds:
+        return max(recommendation, min(current, limits.max_replicas))
+    return recommendation

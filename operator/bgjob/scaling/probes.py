@@ -1,4 +1,5 @@
-"""Backlog probes: how many messages wait in a Redis list or a RabbitMQ queue.
+"""Backlog probes: how many messages wait in a Redis list or a RabbitMQ queue, and what
+an RQ or Celery pool holds (read from the job library's own keys in Redis).
 
 Every call has a deadline (``timeout``) that bounds connecting, the handshake
 and the read. Clients are kept per broker URL in a ``ClientPool``: reference
@@ -13,9 +14,11 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import http.client
 import json
 import logging
+import re
 import socket
 import ssl
 import threading
@@ -23,6 +26,7 @@ import time
 from collections.abc import Callable, Hashable, Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Generic, Protocol, TypeVar
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
@@ -73,14 +77,32 @@ class ProbeError(Exception):
 
 
 @dataclass(frozen=True)
+class Work:
+    """What a work-aware backend (rq, celery) holds, read in one probe call."""
+
+    backlog: int  # jobs waiting, in flight and due
+    busy: frozenset[str] = frozenset()  # pods (worker hostnames) busy with a job
+    # Epoch seconds of the earliest scheduled jobs not yet due (at most MAX_DUE_TIMES).
+    due_times: tuple[float, ...] = ()
+    # Changes whenever a job starts or finishes: the cooldown counts from its last change.
+    activity: Hashable = None
+
+
+# Workers read per probe, and future due times returned: every Redis read is bounded.
+MAX_WORKERS = 512
+MAX_DUE_TIMES = 64
+
+
+@dataclass(frozen=True)
 class QueueRef:
     """One queue on one broker: what a probe reads. Equal refs share one probe call."""
 
-    backend: str  # "redis" or "rabbitmq"
+    backend: str  # "redis", "rabbitmq", "rq" or "celery"
     url: str
-    name: str
+    name: str  # rq: the queue names joined by ","
     management_url: str | None = None  # RabbitMQ: count unacknowledged messages too
     allow_insecure_management: bool = False
+    workers: int = 0  # rq: worker hashes read at most (0: MAX_WORKERS)
 
     def __str__(self) -> str:
         return f"{self.backend} {redact(self.url)} {self.name}"
@@ -107,7 +129,7 @@ def redact(url: str) -> str:
 class Probe(Protocol):
     """Reads the backlog of one kind of broker."""
 
-    def backlog(self, queue: QueueRef, timeout: float) -> int: ...
+    def backlog(self, queue: QueueRef, timeout: float) -> int | Work: ...
 
     def retain(self, url: str, user: Hashable) -> None: ...
 
@@ -261,7 +283,10 @@ class _Handle(Generic[C]):
 RECONNECTABLE = (redis.ConnectionError, pika.exceptions.AMQPConnectionError, OSError)
 
 
-def _with_reconnect(pool: ClientPool[C], url: str, timeout: float, call: Callable[[C], int]) -> int:
+R = TypeVar("R")
+
+
+def _with_reconnect(pool: ClientPool[C], url: str, timeout: float, call: Callable[[C], R]) -> R:
     """Run ``call`` on the URL's client; a reused client that fails (the broker dropped an
     idle connection) is replaced once, within the same deadline."""
     with pool.use(url, timeout) as handle:
@@ -277,32 +302,122 @@ def _with_reconnect(pool: ClientPool[C], url: str, timeout: float, call: Callabl
 # --- Redis ----------------------------------------------------------------------------
 
 
-class _PolicyConnection(redis.connection.Connection):
-    """A Redis connection that dials only addresses the network policy allows."""
+# Bytes one probe call may read from a Redis server, whatever its keys hold: a tenant's
+# values (worker hashes, job ids) never fill the operator's memory.
+READ_BUDGET_BYTES = 256 * 1024
 
-    def __init__(self, *args: Any, policy: NetworkPolicy, **kwargs: Any) -> None:
+
+class ReadLimitExceeded(Exception):
+    """A probe call's answer went over its byte budget."""
+
+
+@dataclass
+class _Budget:
+    """What the call in progress on a client may still use: a monotonic deadline for the
+    whole call (not per read) and a number of bytes. Shared by the client's connections."""
+
+    deadline: float | None = None
+    left: int = READ_BUDGET_BYTES
+
+    def arm(self, deadline: float, max_bytes: int = READ_BUDGET_BYTES) -> None:
+        self.deadline, self.left = deadline, max_bytes
+
+    def remaining(self) -> float | None:
+        if self.deadline is None:
+            return None
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the probe's deadline passed")
+        return left
+
+
+class _GuardedSocket:
+    """A connected socket whose every read and write ends by the call's deadline (the
+    timeout is reset to the time left before each one, so a server dripping bytes cannot
+    stretch a call) and whose reads stop at the call's byte budget."""
+
+    def __init__(self, sock: socket.socket, budget: _Budget) -> None:
+        self._sock, self._budget = sock, budget
+        self._asked: float | None = sock.gettimeout()
+
+    def settimeout(self, value: float | None) -> None:
+        self._asked = value
+        self._sock.settimeout(value)
+
+    def gettimeout(self) -> float | None:
+        return self._asked
+
+    def _limit(self) -> None:
+        left = self._budget.remaining()
+        if left is None:
+            self._sock.settimeout(self._asked)
+        else:
+            self._sock.settimeout(left if self._asked is None else min(left, self._asked))
+
+    def recv(self, size: int, *flags: int) -> bytes:
+        if self._budget.left <= 0:
+            raise ReadLimitExceeded(f"answer over {READ_BUDGET_BYTES} bytes")
+        self._limit()
+        data = self._sock.recv(min(size, self._budget.left + 1), *flags)
+        self._budget.left -= len(data)
+        if self._budget.left < 0:
+            raise ReadLimitExceeded(f"answer over {READ_BUDGET_BYTES} bytes")
+        return data
+
+    def sendall(self, data: bytes, *flags: int) -> None:
+        self._limit()
+        self._sock.sendall(data, *flags)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
+class _PolicyConnection(redis.connection.Connection):
+    """A Redis connection that dials only addresses the network policy allows, each call
+    bounded by its client's budget (deadline and bytes)."""
+
+    def __init__(self, *args: Any, policy: NetworkPolicy, budget: _Budget, **kwargs: Any) -> None:
         self.policy = policy
+        self.budget = budget
         super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
 
-    def _connect(self) -> socket.socket:
+    def _dial(self) -> socket.socket:
         timeout = float(self.socket_connect_timeout or 1.0)
-        sock = self.policy.connect(self.host, int(self.port), timeout)
+        left = self.budget.remaining()
+        sock = self.policy.connect(self.host, int(self.port), min(timeout, left or timeout))
         sock.settimeout(self.socket_timeout)
         return sock
+
+    def _connect(self) -> socket.socket:
+        return _GuardedSocket(self._dial(), self.budget)  # type: ignore[return-value]
 
 
 class _PolicySSLConnection(redis.connection.SSLConnection, _PolicyConnection):
     """rediss://: TLS (certificate and hostname checked) over a policy-checked socket."""
+
+    def _connect(self) -> socket.socket:
+        sock = self._dial()
+        left = self.budget.remaining()
+        if left is not None:
+            sock.settimeout(left)  # the handshake too ends by the deadline
+        try:
+            wrapped = self._wrap_socket_with_ssl(sock)  # type: ignore[no-untyped-call]
+        except (OSError, redis.RedisError):
+            sock.close()
+            raise
+        wrapped.settimeout(self.socket_timeout)
+        return _GuardedSocket(wrapped, self.budget)  # type: ignore[return-value]
 
 
 @dataclass
 class _RedisClient:
     client: redis.Redis
     pool: redis.ConnectionPool
+    budget: _Budget
 
 
 class RedisProbe:
-    """LLEN of a Redis list."""
+    """LLEN of a Redis list (subclasses read a job library's keys on the same clients)."""
 
     def __init__(self, policy: NetworkPolicy | None = None, cap: int = MAX_CLIENTS) -> None:
         self.policy = policy or NetworkPolicy()
@@ -312,9 +427,11 @@ class RedisProbe:
         parts = urls.split(url)
         assert parts is not None, "checked by the scaler before probing"
         tls = parts.scheme == "rediss"
+        budget = _Budget()
         kwargs: dict[str, Any] = {
             "connection_class": _PolicySSLConnection if tls else _PolicyConnection,
             "policy": self.policy,
+            "budget": budget,
             "host": parts.hostname,
             "port": parts.port_number(),
             "db": int(parts.path[1:] or 0) if len(parts.path) > 1 else 0,
@@ -327,21 +444,39 @@ class RedisProbe:
             "max_connections": 1,
         }
         pool = redis.ConnectionPool(**kwargs)
-        return _RedisClient(redis.Redis(connection_pool=pool), pool)
+        return _RedisClient(redis.Redis(connection_pool=pool), pool, budget)
 
     @staticmethod
     def _close(client: _RedisClient) -> None:
         client.pool.disconnect()
 
-    def backlog(self, queue: QueueRef, timeout: float) -> int:
+    def backlog(self, queue: QueueRef, timeout: float) -> int | Work:
         def llen(client: _RedisClient) -> int:
             length = client.client.llen(queue.name)
             return int(length)  # type: ignore[arg-type]
 
+        return self._read("redis", queue, timeout, llen)
+
+    def _read(
+        self, kind: str, queue: QueueRef, timeout: float, read: Callable[[_RedisClient], R]
+    ) -> R:
+        """One probe call: ``read`` on the URL's client, the whole call (a reconnect
+        included) bounded by one deadline and one byte budget."""
+        deadline = time.monotonic() + timeout
+        armed: list[_Budget] = []
+
+        def call(client: _RedisClient) -> R:
+            if not armed or armed[-1] is not client.budget:
+                client.budget.arm(deadline, armed[-1].left if armed else READ_BUDGET_BYTES)
+                armed.append(client.budget)
+            return read(client)
+
         try:
-            return _with_reconnect(self.pool, queue.url, timeout, llen)
+            return _with_reconnect(self.pool, queue.url, timeout, call)
+        except ReadLimitExceeded as error:
+            raise ProbeError(f"{kind} {queue}: {error}") from None
         except (redis.RedisError, OSError, ValueError) as error:
-            raise ProbeError(f"redis {queue}: {type(error).__name__}: {error}") from None
+            raise ProbeError(f"{kind} {queue}: {type(error).__name__}: {error}") from None
 
     def retain(self, url: str, user: Hashable) -> None:
         self.pool.retain(url, user)
@@ -351,6 +486,218 @@ class RedisProbe:
 
     def close(self) -> None:
         self.pool.close()
+
+
+# --- RQ -------------------------------------------------------------------------------
+# The key layout read here is RQ's (python-rq 2.x and 3.0, checked against rq 3.0.0's
+# source; RQ_KEY_PREFIX left at its default "rq"):
+#   rq:queue:<q>      list of job ids waiting
+#   rq:wip:<q>        StartedJobRegistry, a zset of jobs in flight scored by their expiry
+#                     (entries whose expiry passed belong to dead workers and are not work)
+#   rq:scheduled:<q>  ScheduledJobRegistry, a zset scored by the due epoch (enqueue_at/_in)
+#   rq:workers:<q>    set of the keys of the workers listening on <q>
+#   rq:worker:<name>  hash: state (busy|idle|...), current_job, hostname,
+#                     successful_job_count, failed_job_count, last_heartbeat
+RQ_PREFIX = "rq"
+# The worker hash fields read, each only when HSTRLEN says it is at most this long (a
+# hostname longer than a DNS-1123 name cannot be a pod's): a tenant's hash is never read
+# whole.
+RQ_WORKER_FIELDS = {"state": 16, "hostname": 253, "last_heartbeat": 40}
+# Job ids of the StartedJobRegistry read per queue, only for the activity fingerprint.
+RQ_WIP_IDS = 32
+# A busy worker heartbeats every job_monitoring_interval (30 s by default); one silent
+# for this long was killed mid-job (SIGKILL, OOM) and holds no job any more, though its
+# hash lives on until RQ's worker TTL (420 s) ends.
+RQ_STALE_HEARTBEAT_SECONDS = 150.0
+DNS_1123_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+
+
+def workers_to_read(max_replicas: int) -> int:
+    """Worker hashes an RQ probe reads: twice the pool's most replicas (its pods and
+    some left over from earlier ones), capped at MAX_WORKERS."""
+    return max(1, min(MAX_WORKERS, 2 * max_replicas))
+
+
+def digest(parts: list[bytes]) -> str:
+    """A short digest of what a fingerprint compares: never the tenant's bytes themselves."""
+    return hashlib.blake2b(b"\0".join(parts), digest_size=8).hexdigest()
+
+
+@dataclass(frozen=True)
+class RQQueueReply:
+    """What one RQ queue's keys hold, as read by the probe's first pipeline."""
+
+    queued: int
+    started: int
+    due: int
+    future: list[tuple[bytes, float]]  # (job id, due epoch) of scheduled jobs not yet due
+    wip_ids: list[bytes]  # the first RQ_WIP_IDS job ids in flight
+    finished: int  # ZCARD of the FinishedJobRegistry
+    failed: int  # ZCARD of the FailedJobRegistry
+
+
+def rq_work(now: float, queues: list[RQQueueReply], workers: dict[str, dict[str, bytes]]) -> Work:
+    """The Work of an RQ pool from the probe's replies (pure).
+
+    ``workers`` maps a worker key to the fields read of its hash (those short enough).
+    A busy worker whose heartbeat stopped long ago is not busy; nor is one whose name
+    cannot be a pod's. Activity is built from the registries (no sample of workers): it
+    changes when a job starts or finishes, not between two reads of an idle pool.
+    """
+    busy: set[str] = set()
+    for key, fields in sorted(workers.items()):
+        if fields.get("state") != b"busy" or _stale(fields.get("last_heartbeat"), now):
+            continue
+        name = fields.get("hostname") or key.removeprefix(f"{RQ_PREFIX}:worker:").encode()
+        text = name.decode(errors="replace")
+        if len(text) <= 253 and DNS_1123_NAME.fullmatch(text):
+            busy.add(text)
+    times = sorted(score for q in queues for _, score in q.future if score > now)
+    return Work(
+        backlog=sum(q.queued + q.started + q.due for q in queues),
+        busy=frozenset(busy),
+        due_times=tuple(times[:MAX_DUE_TIMES]),
+        activity=tuple((q.started, digest(q.wip_ids), q.finished, q.failed) for q in queues),
+    )
+
+
+# A heartbeat further ahead than this is a clock no worker of the pool has: not fresh.
+RQ_FUTURE_HEARTBEAT_SECONDS = 60.0
+
+
+def _stale(heartbeat: bytes | None, now: float) -> bool:
+    """Whether an RQ heartbeat (``%Y-%m-%dT%H:%M:%S.%fZ``, UTC) proves nothing about a
+    live worker: older than RQ_STALE_HEARTBEAT_SECONDS, more than a minute ahead,
+    absent or unreadable (RQ writes one when a worker starts and with every job)."""
+    if not heartbeat:
+        return True
+    try:
+        beat = datetime.strptime(heartbeat.decode(), "%Y-%m-%dT%H:%M:%S.%fZ")
+    except (ValueError, UnicodeDecodeError):
+        return True
+    age = now - beat.replace(tzinfo=UTC).timestamp()
+    return age > RQ_STALE_HEARTBEAT_SECONDS or age < -RQ_FUTURE_HEARTBEAT_SECONDS
+
+
+class RQProbe(RedisProbe):
+    """Jobs queued, in flight and due, busy workers and the next due times of RQ queues:
+    three pipelined round trips, each command bounded (no KEYS, no unbounded range, no
+    field read before its length is known), the whole under the call's byte budget."""
+
+    def backlog(self, queue: QueueRef, timeout: float) -> int | Work:
+        names = queue.name.split(",")
+        limit = queue.workers or MAX_WORKERS
+
+        def read(client: _RedisClient) -> Work:
+            now = time.time()
+            pipe = client.client.pipeline(transaction=False)
+            for name in names:
+                pipe.llen(f"{RQ_PREFIX}:queue:{name}")
+                pipe.zcount(f"{RQ_PREFIX}:wip:{name}", f"({now}", "+inf")
+                pipe.zcount(f"{RQ_PREFIX}:scheduled:{name}", "-inf", now)
+                pipe.zrangebyscore(
+                    f"{RQ_PREFIX}:scheduled:{name}",
+                    f"({now}",
+                    "+inf",
+                    start=0,
+                    num=MAX_DUE_TIMES,
+                    withscores=True,
+                )
+                pipe.zrangebyscore(
+                    f"{RQ_PREFIX}:wip:{name}", f"({now}", "+inf", start=0, num=RQ_WIP_IDS
+                )
+                pipe.zcard(f"{RQ_PREFIX}:finished:{name}")
+                pipe.zcard(f"{RQ_PREFIX}:failed:{name}")
+                pipe.srandmember(f"{RQ_PREFIX}:workers:{name}", limit)
+            replies = pipe.execute()
+            per = [replies[i : i + 8] for i in range(0, len(replies), 8)]
+            keys = sorted({k.decode(errors="replace") for part in per for k in part[7]})
+            keys = [k for k in keys if k.startswith(f"{RQ_PREFIX}:worker:")][:limit]
+            return rq_work(
+                now,
+                [
+                    RQQueueReply(
+                        int(p[0]),
+                        int(p[1]),
+                        int(p[2]),
+                        list(p[3]),
+                        list(p[4]),
+                        int(p[5]),
+                        int(p[6]),
+                    )
+                    for p in per
+                ],
+                _worker_fields(client, keys),
+            )
+
+        return self._read("rq", queue, timeout, read)
+
+
+def _worker_fields(client: _RedisClient, keys: list[str]) -> dict[str, dict[str, bytes]]:
+    """The short fields of the worker hashes: lengths first (HSTRLEN), then only the
+    fields within RQ_WORKER_FIELDS' limits."""
+    if not keys:
+        return {}
+    fields = list(RQ_WORKER_FIELDS)
+    pipe = client.client.pipeline(transaction=False)
+    for key in keys:
+        for name in fields:
+            pipe.hstrlen(key, name)
+    lengths = pipe.execute()
+    wanted: dict[str, list[str]] = {}
+    for i, key in enumerate(keys):
+        sizes = lengths[i * len(fields) : (i + 1) * len(fields)]
+        if any(int(n) > RQ_WORKER_FIELDS[f] for f, n in zip(fields, sizes, strict=True)):
+            continue  # a field no RQ worker of a pod writes: not a pod's worker
+        short = [f for f, n in zip(fields, sizes, strict=True) if int(n) > 0]
+        if "state" in short:
+            wanted[key] = short
+    if not wanted:
+        return {}
+    pipe = client.client.pipeline(transaction=False)
+    for key, names in wanted.items():
+        pipe.hmget(key, names)
+    return {
+        key: {f: v for f, v in zip(names, values, strict=True) if isinstance(v, bytes)}
+        for (key, names), values in zip(wanted.items(), pipe.execute(), strict=True)
+    }
+
+
+# --- Celery ---------------------------------------------------------------------------
+# The key layout read here is kombu's Redis transport (kombu 5.7.0, Celery 5.7; the
+# same since kombu 4), default transport options (no global_keyprefix):
+#   <queue>                    list of messages waiting at priority 0 (the default)
+#   <queue>\x06\x16<3|6|9>       lists of the other default priority steps
+#   unacked                    hash delivery_tag -> message, delivered and not acknowledged,
+#                              for every queue of the database
+#   unacked_index              zset delivery_tag -> delivery time
+CELERY_PRIORITY_SEP = "\x06\x16"
+CELERY_PRIORITY_STEPS = (3, 6, 9)
+
+
+def celery_work(waiting: list[int], unacked: int, latest: list[tuple[bytes, float]]) -> Work:
+    """The Work of a Celery queue from its replies (pure): waiting at every priority plus
+    unacknowledged; activity changes with every delivery and every acknowledgement."""
+    newest = (digest([latest[0][0]]), latest[0][1]) if latest else None
+    return Work(backlog=sum(waiting) + unacked, activity=(unacked, newest))
+
+
+class CeleryProbe(RedisProbe):
+    """Messages waiting and unacknowledged on a Celery queue (kombu's Redis transport):
+    one pipelined round trip of O(1) commands."""
+
+    def backlog(self, queue: QueueRef, timeout: float) -> int | Work:
+        def read(client: _RedisClient) -> Work:
+            pipe = client.client.pipeline(transaction=False)
+            pipe.llen(queue.name)
+            for step in CELERY_PRIORITY_STEPS:
+                pipe.llen(f"{queue.name}{CELERY_PRIORITY_SEP}{step}")
+            pipe.hlen("unacked")
+            pipe.zrevrange("unacked_index", 0, 0, withscores=True)
+            *waiting, unacked, latest = pipe.execute()
+            return celery_work([int(n) for n in waiting], int(unacked), list(latest))
+
+        return self._read("celery", queue, timeout, read)
 
 
 # --- RabbitMQ -------------------------------------------------------------------------

@@ -34,9 +34,28 @@ from bgjob.api import urls
 from bgjob.api.models import BackgroundJob, QueueTrigger
 from bgjob.kube import ApiError, Kube, path
 from bgjob.scaling import network
-from bgjob.scaling.decision import History, Limits, desired_replicas
+from bgjob.scaling.decision import (
+    Activity,
+    History,
+    Limits,
+    desired_replicas,
+    desired_work_replicas,
+    due_soon,
+    next_wake,
+)
 from bgjob.scaling.network import NetworkPolicy, default_policy
-from bgjob.scaling.probes import Probe, ProbeError, QueueRef, RabbitMQProbe, RedisProbe
+from bgjob.scaling.probes import (
+    CeleryProbe,
+    Probe,
+    ProbeError,
+    QueueRef,
+    RabbitMQProbe,
+    RedisProbe,
+    RQProbe,
+    Work,
+    workers_to_read,
+)
+from bgjob.scaling.scale_in import busy_floor
 from bgjob.status import Problem
 from bgjob.store import Key
 from bgjob.workloads.services import replica_bounds
@@ -66,6 +85,17 @@ BACKOFF_MAX_SECONDS = 5.0
 LATE_ROUNDS_TO_REPORT = 2
 
 
+# Backends that report job activity (the cooldown counts from it), and those that also
+# name the busy workers (scale-in removes idle pods first).
+WORK_AWARE = frozenset({"rq", "celery"})
+BUSY_KNOWN = frozenset({"rq"})
+
+
+def wake_gap(interval: float) -> float:
+    """The least time between two polls of one target, when a scheduled job wakes it."""
+    return max(2.0, float(interval) / 4)
+
+
 def deadline_of(interval: float) -> float:
     """A probe's hard deadline: its polling interval, within [1 s, 10 s]."""
     return min(max(float(interval), 1.0), 10.0)
@@ -81,6 +111,8 @@ class Source:
     secret: tuple[str, str, str] | None  # (namespace, name, key)
     management_url: str | None = None
     allow_insecure_management: bool = False
+    # rq: start workers this long before a scheduled job is due.
+    schedule_lead: float = 0.0
 
 
 @dataclass
@@ -94,6 +126,11 @@ class Target:
     # (uid, generation) of the spec it was built from: a re-created object is new.
     version: tuple[str, int]
     history: History = field(default_factory=History)
+    activity: Activity = field(default_factory=Activity)
+    busy: frozenset[str] = frozenset()  # work-aware backends: workers busy with a job
+    # The pool's own pod names, as the reconciler last listed them: only a busy worker
+    # that is one of them holds a replica up.
+    pods: frozenset[str] = frozenset()
     next_poll: float = 0.0
     replicas: int | None = None
     backlog: int | None = None
@@ -104,7 +141,7 @@ class Target:
     late_rounds: int = 0
     url_in_use: tuple[str, str] | None = None  # (backend, URL) it holds a pooled client by
     # The probe it last started or joined: while that runs, it starts no other.
-    probe: asyncio.Future[int | ProbeError] | None = None
+    probe: asyncio.Future[int | Work | ProbeError] | None = None
 
 
 @dataclass(frozen=True)
@@ -114,6 +151,9 @@ class View:
     replicas: int | None
     backlog: int | None
     problem: Problem | None
+    # Pods (worker hostnames) busy with a job: scale-in removes them last. None when the
+    # backend does not know (redis, rabbitmq) or the last read failed.
+    busy: frozenset[str] | None = None
 
 
 class ThreadGate:
@@ -180,21 +220,34 @@ def source_of(bgj: BackgroundJob) -> Source:
     """The queue a BackgroundJob reads."""
     queue = bgj.spec.trigger.queue
     assert queue is not None
-    backend = queue.redis or queue.rabbitmq
-    assert backend is not None
-    name = queue.redis.list if queue.redis else queue.rabbitmq.queue  # type: ignore[union-attr]
+    backend = queue.broker
+    if queue.redis is not None:
+        name = queue.redis.list
+    elif queue.rabbitmq is not None:
+        name = queue.rabbitmq.queue
+    elif queue.rq is not None:
+        name = ",".join(queue.rq.queues)
+    else:
+        assert queue.celery is not None
+        name = queue.celery.queue
     secret = None
     if backend.url_from is not None:
         ref = backend.url_from.secret_key_ref
         secret = (bgj.metadata.namespace, ref.name, ref.key)
     return Source(
-        backend="redis" if queue.redis else "rabbitmq",
+        backend=queue.backend,
         name=name,
         url=backend.url,
         secret=secret,
         management_url=queue.rabbitmq.management_url if queue.rabbitmq else None,
         allow_insecure_management=bool(queue.rabbitmq and queue.rabbitmq.allow_insecure_management),
+        schedule_lead=float(queue.rq.schedule_lead_seconds) if queue.rq else 0.0,
     )
+
+
+def url_backend(backend: str) -> str:
+    """The URL grammar a backend's broker URL follows (rq and celery: redis)."""
+    return "rabbitmq" if backend == "rabbitmq" else "redis"
 
 
 def limits_of(bgj: BackgroundJob) -> Limits:
@@ -220,14 +273,19 @@ class Scaler:
         enqueue: Callable[[Key], None],
         clock: Callable[[], float] = time.monotonic,
         policy: NetworkPolicy | None = None,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self.kube = kube
         self.enqueue = enqueue
         self.clock = clock
+        # Scheduled jobs are due at wall-clock times.
+        self.wall = wall
         policy = policy or default_policy()
         self.probes: dict[str, Probe] = {
             "redis": RedisProbe(policy),
             "rabbitmq": RabbitMQProbe(policy),
+            "rq": RQProbe(policy),
+            "celery": CeleryProbe(policy),
         }
         self._targets: dict[Key, Target] = {}
         self._due: list[tuple[float, Key]] = []
@@ -235,7 +293,7 @@ class Scaler:
         # the whole Secret.
         self._secrets: dict[tuple[str, str, str], tuple[float, str | Problem]] = {}
         self._secret_reads: dict[tuple[str, str], asyncio.Future[None]] = {}
-        self._inflight: dict[QueueRef, asyncio.Future[int | ProbeError]] = {}
+        self._inflight: dict[QueueRef, asyncio.Future[int | Work | ProbeError]] = {}
         self._backoff: dict[QueueRef, tuple[float, int, ProbeError]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._lock = threading.Lock()
@@ -304,13 +362,23 @@ class Scaler:
         for cached in [k for k in self._secrets if k not in referenced]:
             del self._secrets[cached]
 
+    def note_pods(self, key: Key, pods: frozenset[str]) -> None:
+        """The pool's own pod names (listed by the reconciler before a scale-in)."""
+        with self._lock:
+            target = self._targets.get(key)
+            if target is not None:
+                target.pods = pods
+
     def view(self, key: Key) -> View | None:
         """The latest decision, backlog and problem of one BackgroundJob."""
         with self._lock:
             target = self._targets.get(key)
             if target is None:
                 return None
-            return View(target.replicas, target.backlog, target.problem)
+            busy = target.busy if target.source.backend in BUSY_KNOWN else None
+            if target.problem is not None:
+                busy = None
+            return View(target.replicas, target.backlog, target.problem, busy)
 
     # --- the loop -------------------------------------------------------------------------
 
@@ -395,7 +463,7 @@ class Scaler:
 
     async def _probe_shared(
         self, target: Target, ref: QueueRef, deadline: float
-    ) -> int | ProbeError | None:
+    ) -> int | Work | ProbeError | None:
         """The backlog of ``ref`` within ``deadline``: one probe in flight per queue,
         shared by every reader, on a thread of the target's namespace's share; a target
         whose last probe still runs starts no other. None when no answer came in time."""
@@ -424,7 +492,7 @@ class Scaler:
 
     def _start_probe(
         self, ref: QueueRef, deadline: float, namespace: str
-    ) -> asyncio.Future[int | ProbeError]:
+    ) -> asyncio.Future[int | Work | ProbeError]:
         """Run a probe on a thread the gate granted ``namespace``; the grant ends when the
         thread (and any DNS lookup it left running) has really finished."""
         loop = asyncio.get_running_loop()
@@ -445,7 +513,7 @@ class Scaler:
 
     def _probe_then(
         self, ref: QueueRef, deadline: float, finished: Callable[[], None]
-    ) -> int | ProbeError:
+    ) -> int | Work | ProbeError:
         with network.lookups_started() as lookups:
             try:
                 return self._probe(ref, deadline)
@@ -453,7 +521,9 @@ class Scaler:
                 # A DNS lookup that outlived the probe still holds a resolver thread.
                 network.after_lookups(lookups, finished)
 
-    def _landed(self, ref: QueueRef, done: asyncio.Future[int | ProbeError], every: float) -> None:
+    def _landed(
+        self, ref: QueueRef, done: asyncio.Future[int | Work | ProbeError], every: float
+    ) -> None:
         if self._inflight.get(ref) is done:
             del self._inflight[ref]
         if done.cancelled() or done.exception() is not None:
@@ -468,7 +538,7 @@ class Scaler:
         if len(self._backoff) > 4 * len(self._targets) + 16:
             self._backoff.clear()  # forget queues nobody reads any more
 
-    def _probe(self, ref: QueueRef, deadline: float) -> int | ProbeError:
+    def _probe(self, ref: QueueRef, deadline: float) -> int | Work | ProbeError:
         try:
             backlog = self.probes[ref.backend].backlog(ref, deadline)
         except ProbeError as error:
@@ -494,7 +564,7 @@ class Scaler:
                 return found
             url = found
             where = f"Secret {source.secret[1]} key {source.secret[2]!r} ({field_name}.urlFrom)"
-        problem = urls.broker_problem(url, source.backend)
+        problem = urls.broker_problem(url, url_backend(source.backend))
         if problem is not None:
             return Problem("InvalidQueueURL", f"{where}: the URL {problem}")
         return QueueRef(
@@ -503,6 +573,7 @@ class Scaler:
             source.name,
             source.management_url,
             source.allow_insecure_management,
+            workers_to_read(target.limits.max_replicas) if source.backend == "rq" else 0,
         )
 
     async def _secret_value(self, namespace: str, name: str, key: str) -> str | Problem:
@@ -590,31 +661,68 @@ class Scaler:
     def _update(
         self,
         target: Target,
-        backlog: int | None,
+        backlog: int | Work | None,
         problem: Problem | None,
         probe_failed: bool = False,
     ) -> None:
         now = self.clock()
+        wake: float | None = None
         with self._lock:
             if self._targets.get(target.key) is not target:
                 return  # untracked while its poll ran
             if probe_failed:  # once per target and round, however many share the queue
                 metrics.probe_failed(*target.key, target.source.backend)
             current = target.replicas if target.replicas is not None else target.limits.min_replicas
-            replicas = desired_replicas(backlog, current, target.limits, target.history, now)
+            if target.source.backend in WORK_AWARE:
+                count, wake = self._work_backlog(target, backlog)
+                replicas = desired_work_replicas(
+                    count,
+                    busy_floor(target.busy, target.pods, target.limits.max_replicas),
+                    backlog.activity if isinstance(backlog, Work) else None,
+                    current,
+                    target.limits,
+                    target.activity,
+                    now,
+                )
+            else:
+                count = backlog.backlog if isinstance(backlog, Work) else backlog
+                replicas = desired_replicas(count, current, target.limits, target.history, now)
             changed = replicas != target.replicas or problem != target.problem
             stale = (
-                backlog is not None
-                and backlog != target.reported_backlog
+                count is not None
+                and count != target.reported_backlog
                 and (now - target.reported_at >= STATUS_EVERY_SECONDS)
             )
             target.replicas, target.problem = replicas, problem
-            if backlog is not None:
-                target.backlog = backlog
+            if count is not None:
+                target.backlog = count
             if changed or stale:
                 target.reported_backlog, target.reported_at = target.backlog, now
+            if wake is not None and wake < target.next_poll:
+                # A scheduled job enters its lead before the next regular poll: look then.
+                target.next_poll = wake
+                heapq.heappush(self._due, (wake, target.key))
         if changed or stale:
             self.enqueue(target.key)
+
+    def _work_backlog(
+        self, target: Target, read: int | Work | None
+    ) -> tuple[int | None, float | None]:
+        """A work-aware target's backlog (due-soon scheduled jobs included), its busy
+        workers noted, and the monotonic time of its next scheduled wake (or None)."""
+        if not isinstance(read, Work):
+            return (None if read is None else read), None
+        wall_now, lead = self.wall(), target.source.schedule_lead
+        target.busy = read.busy
+        # A scheduled job wakes its target no sooner than this after the poll that saw
+        # it (jobs due a few ms apart must not turn into a poll each); jobs due within
+        # the lead plus this gap count now instead.
+        gap = wake_gap(target.interval)
+        count = read.backlog + due_soon(read.due_times, wall_now, lead + gap)
+        wake_at = next_wake(read.due_times, wall_now, lead + gap)
+        if wake_at is None:
+            return count, None
+        return count, self.clock() + max(gap, wake_at + gap - wall_now)
 
     def close(self) -> None:
         """Close broker connections."""

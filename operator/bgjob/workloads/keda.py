@@ -72,6 +72,43 @@ def _check_host(field: str, url: str) -> str:
     return host.lower().rstrip(".")
 
 
+def _job_library_triggers(bgj: BackgroundJob) -> list[Manifest]:
+    """KEDA's redis list scaler on the list of each RQ queue (rq:queue:NAME) or of the
+    Celery queue: waiting jobs only."""
+    queue = _queue(bgj)
+    broker = queue.broker
+    backend = queue.backend
+    if broker.url is None:
+        raise KedaUnsupported(
+            f"spec.trigger.queue.{backend}.urlFrom: KEDA's redis scaler cannot read a whole "
+            "URL from a Secret (it takes address and password separately); use a url "
+            "without a password, or run the operator with --scaling-engine=builtin"
+        )
+    _check_host(f"spec.trigger.queue.{backend}.url", broker.url)
+    lists = [f"rq:queue:{name}" for name in queue.rq.queues] if queue.rq else []
+    if queue.celery is not None:
+        lists = [queue.celery.queue]
+    return [
+        {
+            "type": "redis",
+            "metadata": {
+                **redis_metadata(broker.url),
+                "listName": name,
+                "listLength": str(queue.target_per_replica),
+                "activationListLength": str(queue.activation_threshold),
+            },
+        }
+        for name in lists
+    ]
+
+
+def _triggers(bgj: BackgroundJob) -> list[Manifest]:
+    """KEDA triggers of a queue BackgroundJob."""
+    if _queue(bgj).backend in ("rq", "celery"):
+        return _job_library_triggers(bgj)
+    return [_trigger(bgj)]
+
+
 def _trigger(bgj: BackgroundJob) -> Manifest:
     """The one KEDA trigger of a queue BackgroundJob."""
     queue = _queue(bgj)
@@ -139,9 +176,30 @@ def management_host(amqp_url: str, management_url: str) -> str:
     return f"{api.scheme}://{user}:guest@{api.netloc}{api.path}/{vhost}"
 
 
+RQ_CAVEAT = (
+    "spec.trigger.queue.rq: KEDA's redis scaler counts only the waiting jobs of each "
+    "queue's list: jobs in flight do not keep workers up (scale-in may stop a busy one), "
+    "scheduled jobs (enqueue_in, enqueue_at) never wake workers from zero, the cooldown "
+    "counts from the last non-empty poll, and several queues scale by the longest, not "
+    "the sum (the built-in engine does all of these)"
+)
+
+CELERY_CAVEAT = (
+    "spec.trigger.queue.celery: KEDA's redis scaler counts only the waiting messages of "
+    "the queue's list: messages the workers hold unacknowledged (running with acks_late, "
+    "prefetched, or ETA/countdown tasks) do not keep workers up, and the cooldown counts "
+    "from the last non-empty poll (the built-in engine counts both and waits for the "
+    "last delivery or acknowledgement)"
+)
+
+
 def readiness_caveat(bgj: BackgroundJob) -> str | None:
     """What KEDA mode cannot honour of the spec, said plainly; None when nothing."""
     queue = bgj.spec.trigger.queue
+    if queue is not None and queue.rq is not None:
+        return RQ_CAVEAT
+    if queue is not None and queue.celery is not None:
+        return CELERY_CAVEAT
     rabbitmq = queue.rabbitmq if queue is not None else None
     if rabbitmq is None or rabbitmq.management_url is None or rabbitmq.url_from is None:
         return None
@@ -210,7 +268,7 @@ def scaled_object(bgj: BackgroundJob, workload: Manifest) -> Manifest:
                 },
                 "minReplicaCount": least,
                 "maxReplicaCount": most,
-                "triggers": [_trigger(bgj)],
+                "triggers": _triggers(bgj),
             },
         }
     )
