@@ -56,6 +56,9 @@ UNUSED_BUT_NEEDED: dict[Permission, str] = {
             ("batch", "cronjobs"),
         )
     },
+    ("bgjob.dev", "backgroundjobs", "get"): "the owner check before a child is created "
+    "while the BackgroundJobs' watch is relisting (after a 410 or a dropped stream); with "
+    "the watch unbroken the cache answers, so a session without a watch gap never GETs",
     ("batch", "jobs", "get"): "read only when creating a run's Job conflicts (409): "
     "a Job of that name exists already",
     ("coordination.k8s.io", "leases", "create"): "leader election only (--leader-elect, "
