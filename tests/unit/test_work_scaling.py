@@ -32,6 +32,7 @@ from bgjob.scaling.scale_in import (
     deletion_cost_patches,
     owned_pods,
     owned_replicasets,
+    pod_hostname,
 )
 from bgjob.scaling.scaler import Scaler
 
@@ -118,6 +119,41 @@ def test_only_busy_workers_that_are_pods_of_this_pool_hold_replicas_up() -> None
     assert busy_floor(busy, pods, 10) == 1
     assert busy_floor(busy, frozenset(), 10) == 0
     assert busy_floor(busy, busy, 3) == 3
+
+
+# A BackgroundJob name of the longest allowed length (52), its Deployment's ReplicaSet
+# (name + "-" + a pod-template-hash of up to 10 characters) and the pods it names.
+LONG = "welcome-emails-for-every-new-customer-of-the-shop-eu"
+LONG_RS = f"{LONG}-6d9f7c8b4d"
+
+
+@pytest.mark.parametrize(
+    ("pod", "hostname"),
+    [
+        ("emails-5d8f-abcde", "emails-5d8f-abcde"),
+        # The API server cuts a generated name's base to 58 characters before its 5
+        # random ones: the ReplicaSet's pods of a 52-character BackgroundJob are 63 long.
+        (f"{LONG_RS}-"[:58] + "x7k2p", f"{LONG_RS}-"[:58] + "x7k2p"),
+        (f"{LONG}-0", f"{LONG}-0"),  # a singleton's StatefulSet pod
+        # Longer names (a pod named by hand, a longer controller's): the kubelet's hostname
+        # is the first 63 characters, "-" and "." stripped at the end.
+        (f"{LONG_RS}-x7k2p", LONG_RS),
+        ("a" * 62 + "-b", "a" * 62),
+        ("a" * 61 + ".-b", "a" * 61),
+        ("b" * 70, "b" * 63),
+    ],
+)
+def test_a_pods_hostname_is_its_name_as_the_kubelet_cuts_it(pod: str, hostname: str) -> None:
+    assert len(LONG) == 52
+    assert pod_hostname(pod) == hostname
+
+
+def test_busy_workers_of_pods_with_names_over_63_characters_are_matched() -> None:
+    """RQ records socket.gethostname(): the cut name, never a name over 63 characters."""
+    pods = [pod(f"{LONG_RS}-x7k2p"), pod(f"{LONG_RS}-q9z4m")]
+    busy = frozenset({LONG_RS})  # both pods have this hostname: both hold a job
+    assert busy_floor(busy, frozenset(p["metadata"]["name"] for p in pods), 10) == 2
+    assert set(deletion_cost_patches(pods, busy).values()) == {BUSY_COST}
 
 
 @pytest.mark.parametrize(

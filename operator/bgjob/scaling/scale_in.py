@@ -2,7 +2,7 @@
 
 Before a Deployment's replicas go down, each of its pods gets the annotation
 ``controller.kubernetes.io/pod-deletion-cost``: idle workers the lowest, busy ones
-(their RQ worker's hostname is the pod's name) the highest. The ReplicaSet
+(their RQ worker's hostname is the pod's hostname, see ``pod_hostname``) the highest. The ReplicaSet
 controller deletes pods with the lowest cost first (after pods not yet running or
 ready). Only pods a ReplicaSet of this Deployment controls are touched, by uid: the
 pod's controller is a ReplicaSet whose controller is the Deployment.
@@ -55,10 +55,22 @@ def owned_pods(pods: list[dict[str, Any]], replicaset_uids: set[str]) -> list[di
     ]
 
 
+# The longest hostname the kubelet gives a pod (a DNS label).
+MAX_HOSTNAME = 63
+
+
+def pod_hostname(pod_name: str) -> str:
+    """The hostname a pod's processes see, so the name a worker records for itself (RQ's
+    ``hostname`` field is ``socket.gethostname()``): the kubelet cuts a pod's name to 63
+    characters and strips the "-" and "." left at the end. Busy worker names are
+    compared with pods through this, never with the pod's name itself."""
+    return pod_name[:MAX_HOSTNAME].rstrip("-.")
+
+
 def busy_floor(busy: frozenset[str], pod_names: frozenset[str], max_replicas: int) -> int:
     """Replicas a scale-in keeps: the pool's own pods busy with a job (a busy worker
     name that is no pod of this pool holds nothing up), within the maximum."""
-    return min(len(busy & pod_names), max_replicas)
+    return min(sum(1 for pod in pod_names if pod_hostname(pod) in busy), max_replicas)
 
 
 def deletion_cost_patches(pods: list[dict[str, Any]], busy: frozenset[str]) -> dict[str, str]:
@@ -70,7 +82,7 @@ def deletion_cost_patches(pods: list[dict[str, Any]], busy: frozenset[str]) -> d
         name = meta.get("name")
         if not name:
             continue
-        wanted = BUSY_COST if name in busy else IDLE_COST
+        wanted = BUSY_COST if pod_hostname(name) in busy else IDLE_COST
         if (meta.get("annotations") or {}).get(DELETION_COST) != wanted:
             patches[name] = wanted
     return patches
