@@ -60,7 +60,6 @@ from bgjob.scaling.probes import workers_to_read
 from bgjob.scaling.scale_in import (
     DELETION_COST,
     MAX_REPLICASETS,
-    busy_floor,
     deletion_cost_patches,
     owned_pods,
     owned_replicasets,
@@ -179,6 +178,8 @@ class Pass:
     events: list[Event] = field(default_factory=list)
     # How the failed runs whose pods were read ended, by Job name.
     failures: dict[str, RunFailure] = field(default_factory=dict)
+    # A work-aware Deployment's own pods (metadata), listed before a scale-in.
+    scale_in: list[Body] = field(default_factory=list)
 
     def event(self, kind: EventType, reason: str, message: str) -> None:
         self.events.append(Event(kind, reason, message))
@@ -232,6 +233,9 @@ class Reconciler:
         children = self.store.children(key)
         problem = preflight(bgj)
         queue = self._queue_view(bgj, children, problem)
+        scale_in: list[Body] = []
+        if queue is not None:
+            queue, scale_in = self._floor_at_busy_pods(bgj, children, queue)
         plan = desired_children(
             bgj,
             children,
@@ -240,7 +244,7 @@ class Reconciler:
             queue_replicas=queue.replicas if queue else None,
             problem=problem,
         )
-        work = Pass(bgj, body, children, plan, queue=queue, problem=plan.problem)
+        work = Pass(bgj, body, children, plan, queue=queue, problem=plan.problem, scale_in=scale_in)
         # Read before any write: a transient error retries the whole pass.
         work.failures = self._read_failure(bgj, plan.pods_of)
         self._apply(work)
@@ -311,8 +315,6 @@ class Reconciler:
             self._hand_over_replicas(current)
         if current is not None and kind == "Deployment":
             self._mark_idle_pods_first(work, current, desired)
-        elif current is not None and kind == "StatefulSet":
-            self._keep_busy_pods(work, current, desired)
         if self._apply_child(work, desired) is None or current is None:
             return
         before, after = current["spec"].get("replicas"), desired["spec"].get("replicas")
@@ -361,38 +363,79 @@ class Reconciler:
         log.info("%s kind=%s name=%s namespace=%s", verb, kind, name, bgj.metadata.namespace)
         return applied
 
-    def _mark_idle_pods_first(self, work: Pass, current: Body, desired: Body) -> None:
-        """Before a work-aware queue's Deployment scales in, give its idle pods the lowest
-        deletion cost and its busy ones the highest, so the ReplicaSet removes idle
-        workers first."""
-        busy = work.queue.busy if work.queue is not None else None
-        before, after = current["spec"].get("replicas"), desired["spec"].get("replicas")
-        if busy is None or before is None or after is None or after >= before:
-            return
-        labels = (current["spec"].get("selector") or {}).get("matchLabels") or {}
-        uid = current["metadata"].get("uid")
+    def _floor_at_busy_pods(
+        self, bgj: BackgroundJob, children: dict[ChildKey, Body], queue: View
+    ) -> tuple[View, list[Body]]:
+        """Before a work-aware pool scales in, tell the scaler which pods are the pool's
+        own, so its decision never goes below those busy with a job: the floor is in the
+        replicas the plan hashes and applies. A Deployment's pods (metadata) are kept for
+        the deletion costs; a StatefulSet's (a singleton) are ``<name>-<ordinal>``."""
+        name = bgj.metadata.name
+        current = next(
+            (
+                child
+                for kind in ("Deployment", "StatefulSet")
+                if (child := children.get((kind, name))) is not None
+                and controlled_by(child, bgj.metadata.uid)
+            ),
+            None,
+        )
+        before = current["spec"].get("replicas") if current is not None else None
+        if (
+            self.scaler is None
+            or current is None
+            or queue.busy is None
+            or queue.replicas is None
+            or before is None
+            or queue.replicas >= before
+        ):
+            return queue, []
+        if current["kind"] == "StatefulSet":
+            pods: list[Body] = []
+            names = frozenset(f"{name}-{i}" for i in range(int(before)))
+        else:
+            pods = self._deployment_pods(bgj, current)
+            names = frozenset(p["metadata"]["name"] for p in pods)
+        key = (bgj.metadata.namespace, name)
+        self.scaler.note_pods(key, names)
+        return self.scaler.view(key) or queue, pods
+
+    def _deployment_pods(self, bgj: BackgroundJob, deployment: Body) -> list[Body]:
+        """The live pods (metadata only) of the ReplicaSets the Deployment controls."""
+        labels = (deployment["spec"].get("selector") or {}).get("matchLabels") or {}
+        uid = deployment["metadata"].get("uid")
         if not labels or not uid:
-            return
+            return []
         selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
-        namespace, name = work.bgj.metadata.namespace, current["metadata"]["name"]
-        most = workers_to_read(replica_bounds(work.bgj.spec)[1])  # 2 x maxReplicas, cap 512
+        namespace = bgj.metadata.namespace
+        most = workers_to_read(replica_bounds(bgj.spec)[1])  # 2 x maxReplicas, cap 512
         # Metadata only, a few at a time: never a tenant's pod specs, however many or big.
         sets = owned_replicasets(
             self.kube.list_metadata("ReplicaSet", selector, namespace, most=MAX_REPLICASETS * 4),
             uid,
         )
         if not sets:
-            return
+            return []
         hashes = ",".join(sorted(set(sets.values())))
-        pods = owned_pods(
+        return owned_pods(
             self.kube.list_metadata(
                 "Pod", f"{selector},pod-template-hash in ({hashes})", namespace, most=most
             ),
             set(sets),
         )
-        names = frozenset(p["metadata"]["name"] for p in pods)
-        self._floor_at_busy_pods(work, desired, busy, names)
-        for pod, cost in deletion_cost_patches(pods, busy).items():
+
+    def _mark_idle_pods_first(self, work: Pass, current: Body, desired: Body) -> None:
+        """When a work-aware queue's Deployment really scales in, give its idle pods the
+        lowest deletion cost and its busy ones the highest, so the ReplicaSet removes
+        idle workers first."""
+        busy = work.queue.busy if work.queue is not None else None
+        before, after = current["spec"].get("replicas"), desired["spec"].get("replicas")
+        if busy is None or not work.scale_in or before is None or after is None:
+            return
+        if after >= before:
+            return  # the busy floor cancelled the scale-in: nothing to mark
+        namespace = work.bgj.metadata.namespace
+        for pod, cost in deletion_cost_patches(work.scale_in, busy).items():
             try:
                 self.kube.request(
                     "PATCH",
@@ -405,35 +448,11 @@ class Reconciler:
                     raise
         log.info(
             "marked pods for scale-in name=%s namespace=%s busy=%d pods=%d",
-            name,
+            current["metadata"]["name"],
             namespace,
             len(busy),
-            len(pods),
+            len(work.scale_in),
         )
-
-    def _keep_busy_pods(self, work: Pass, current: Body, desired: Body) -> None:
-        """A work-aware StatefulSet (a singleton) keeps a pod busy with a job: its pods
-        are named ``<name>-<ordinal>``."""
-        busy = work.queue.busy if work.queue is not None else None
-        before, after = current["spec"].get("replicas"), desired["spec"].get("replicas")
-        if busy is None or before is None or after is None or after >= before:
-            return
-        name = current["metadata"]["name"]
-        self._floor_at_busy_pods(
-            work, desired, busy, frozenset(f"{name}-{i}" for i in range(int(before)))
-        )
-
-    def _floor_at_busy_pods(
-        self, work: Pass, desired: Body, busy: frozenset[str], pods: frozenset[str]
-    ) -> None:
-        """Never scale in below the pool's own pods busy with a job; the scaler learns the
-        pool's pod names for its next decisions."""
-        key = (work.bgj.metadata.namespace, work.bgj.metadata.name)
-        if self.scaler is not None:
-            self.scaler.note_pods(key, pods)
-        floor = busy_floor(busy, pods, replica_bounds(work.bgj.spec)[1])
-        if desired["spec"]["replicas"] < floor:
-            desired["spec"]["replicas"] = floor
 
     def _hand_over_replicas(self, current: Body) -> None:
         """Before applying the worker without replicas, let another field manager own

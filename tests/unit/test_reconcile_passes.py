@@ -15,9 +15,12 @@ import pytest
 from specs import CONTINUOUS, ONCE, SCHEDULE, body, queue
 from test_keda_objects import FakeScaler
 
+from bgjob.api.models import parse
 from bgjob.api.names import MANAGER
 from bgjob.kube import ApiError, Kube
 from bgjob.reconcile import Reconciler
+from bgjob.scaling.network import NetworkPolicy
+from bgjob.scaling.probes import Work
 from bgjob.scaling.scaler import Scaler
 from bgjob.store import Store
 
@@ -386,3 +389,102 @@ def test_a_successful_run_reads_no_pods() -> None:
     store.put_child(owned("Job", run="once", **complete), "Job", "batch/v1")
     Reconciler(cast(Kube, kube), store, clock=lambda: NOW).reconcile(KEY)
     assert "list" not in [c[0] for c in kube.calls]
+
+
+# --- busy-aware scale-in ----------------------------------------------------------------
+
+RS_UID, DEPLOYMENT_UID = "rs-uid-1", "deployment-uid-1"
+POOL = [f"{NAME}-5d8f-{suffix}" for suffix in ("aaaaa", "bbbbb", "ccccc")]
+
+
+class PoolKube(FakeKube):
+    """A Deployment's ReplicaSet and its three pods, as metadata lists; PATCHes recorded."""
+
+    def list_metadata(
+        self, kind: str, label_selector: str, namespace: str, most: int = 0
+    ) -> list[dict[str, Any]]:
+        self.calls.append(("list_metadata", kind))
+        if kind == "ReplicaSet":
+            ref = {"apiVersion": "apps/v1", "kind": "Deployment", "uid": DEPLOYMENT_UID}
+            meta = {
+                "name": f"{NAME}-5d8f",
+                "uid": RS_UID,
+                "labels": {"pod-template-hash": "5d8f"},
+                "ownerReferences": [{**ref, "name": NAME, "controller": True}],
+            }
+            return [{"metadata": meta}]
+        ref = {"apiVersion": "apps/v1", "kind": "ReplicaSet", "uid": RS_UID, "controller": True}
+        return [{"metadata": {"name": pod, "ownerReferences": [ref]}} for pod in POOL]
+
+    def __init__(self, bgj: dict[str, Any]) -> None:
+        super().__init__()
+        self.bgj = bgj
+
+    def request(self, method: str, url: str, **kwargs: Any) -> dict[str, Any]:
+        self.calls.append(("patch", url.rsplit("/", 1)[-1]))
+        return {}
+
+    def apply_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
+        super().apply_status(namespace, name, status)
+        return {**copy.deepcopy(self.bgj), "status": status}
+
+
+def test_a_scale_in_held_up_by_busy_pods_is_applied_once_and_a_second_pass_writes_nothing() -> None:
+    """The floor of busy pods is in the replicas the plan hashes: the pass that finds
+    them applies 3→2 and marks the pods, the next (after another poll) writes nothing."""
+    bgj = body(
+        NAME,
+        trigger={
+            "queue": {"rq": {"url": "redis://r:6379/0", "queues": ["q"]}, "cooldownSeconds": 0}
+        },
+        concurrency=4,
+    )
+    scaler = Scaler(cast(Kube, None), lambda _: None, policy=NetworkPolicy())
+    scaler.track(parse(bgj), 3)
+    target = scaler._targets[KEY]
+    work = Work(backlog=0, busy=frozenset(POOL[:2]), activity="same")
+    scaler._update(target, work, None)  # a poll: no job waits, two workers hold one
+    deployment = owned("Deployment")
+    deployment["metadata"]["uid"] = DEPLOYMENT_UID
+    deployment["spec"] = {"replicas": 3, "selector": {"matchLabels": {"bgjob.dev/name": NAME}}}
+    kube, store = PoolKube(bgj), Store()
+    store.put_bgjob(bgj)
+    store.put_child(deployment, "Deployment", "apps/v1")
+    reconciler = Reconciler(cast(Kube, kube), store, clock=lambda: NOW, scaler=scaler)
+    try:
+        reconciler.reconcile(KEY)
+        applied = [c for c in kube.calls if c[0] in ("apply", "patch")]
+        assert applied[-1] == ("apply", "Deployment", NAME)
+        assert sorted(c[1] for c in applied[:-1]) == POOL, "every pod marked before"
+        assert store.children(KEY)[("Deployment", NAME)]["spec"]["replicas"] == 2
+        scaler._update(target, work, None)  # the next poll sees the same
+        kube.calls.clear()
+        reconciler.reconcile(KEY)
+        assert kube.calls == [], "the second pass wrote"
+    finally:
+        scaler.close()
+
+
+def test_busy_pods_that_cancel_a_scale_in_get_no_deletion_cost() -> None:
+    bgj = body(
+        NAME,
+        trigger={
+            "queue": {"rq": {"url": "redis://r:6379/0", "queues": ["q"]}, "cooldownSeconds": 0}
+        },
+        concurrency=4,
+    )
+    scaler = Scaler(cast(Kube, None), lambda _: None, policy=NetworkPolicy())
+    scaler.track(parse(bgj), 3)
+    scaler._update(scaler._targets[KEY], Work(backlog=0, busy=frozenset(POOL)), None)
+    deployment = owned("Deployment")
+    deployment["metadata"]["uid"] = DEPLOYMENT_UID
+    deployment["spec"] = {"replicas": 3, "selector": {"matchLabels": {"bgjob.dev/name": NAME}}}
+    kube, store = PoolKube(bgj), Store()
+    store.put_bgjob(bgj)
+    store.put_child(deployment, "Deployment", "apps/v1")
+    try:
+        Reconciler(cast(Kube, kube), store, clock=lambda: NOW, scaler=scaler).reconcile(KEY)
+        assert [c for c in kube.calls if c[0] == "patch"] == [], "all three busy: no scale-in"
+        assert store.children(KEY)[("Deployment", NAME)]["spec"]["replicas"] == 3
+    finally:
+        scaler.close()

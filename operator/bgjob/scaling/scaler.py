@@ -363,11 +363,38 @@ class Scaler:
             del self._secrets[cached]
 
     def note_pods(self, key: Key, pods: frozenset[str]) -> None:
-        """The pool's own pod names (listed by the reconciler before a scale-in)."""
+        """The pool's own pod names, listed by the reconciler before a scale-in: the
+        decision is taken again at once with them, so the replicas the reconciler reads
+        next (``view``) never go below the pool's pods busy with a job."""
         with self._lock:
             target = self._targets.get(key)
-            if target is not None:
-                target.pods = pods
+            if target is None:
+                return
+            target.pods = pods
+            if (
+                target.source.backend in WORK_AWARE
+                and target.replicas is not None
+                and target.backlog is not None
+                and target.problem is None
+            ):
+                target.replicas = self._work_replicas(
+                    target, target.backlog, target.activity.fingerprint, target.replicas
+                )
+
+    def _work_replicas(
+        self, target: Target, count: int | None, fingerprint: object, current: int
+    ) -> int:
+        """The work-aware decision (with the lock held): its floor is the pool's own
+        pods busy with a job."""
+        return desired_work_replicas(
+            count,
+            busy_floor(target.busy, target.pods, target.limits.max_replicas),
+            fingerprint,
+            current,
+            target.limits,
+            target.activity,
+            self.clock(),
+        )
 
     def view(self, key: Key) -> View | None:
         """The latest decision, backlog and problem of one BackgroundJob."""
@@ -675,15 +702,8 @@ class Scaler:
             current = target.replicas if target.replicas is not None else target.limits.min_replicas
             if target.source.backend in WORK_AWARE:
                 count, wake = self._work_backlog(target, backlog)
-                replicas = desired_work_replicas(
-                    count,
-                    busy_floor(target.busy, target.pods, target.limits.max_replicas),
-                    backlog.activity if isinstance(backlog, Work) else None,
-                    current,
-                    target.limits,
-                    target.activity,
-                    now,
-                )
+                fingerprint = backlog.activity if isinstance(backlog, Work) else None
+                replicas = self._work_replicas(target, count, fingerprint, current)
             else:
                 count = backlog.backlog if isinstance(backlog, Work) else backlog
                 replicas = desired_replicas(count, current, target.limits, target.history, now)
