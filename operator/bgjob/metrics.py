@@ -106,6 +106,7 @@ STATE_GAUGES = (
     "bgjob_max_replicas",
     "bgjob_ready_replicas",
     "bgjob_queue_backlog",
+    "bgjob_queue_busy_workers",
     "bgjob_condition",
 )
 
@@ -155,6 +156,11 @@ class StoreCollector(Collector):
             "Messages waiting, as last reported in status (queue trigger).",
             labels=["namespace", "name"],
         )
+        busy = GaugeMetricFamily(
+            "bgjob_queue_busy_workers",
+            "The pool's workers busy with a job, as last reported in status (queue.rq).",
+            labels=["namespace", "name"],
+        )
         conditions = GaugeMetricFamily(
             "bgjob_condition",
             "1 while a condition of a BackgroundJob is True, else 0 (Ready, Degraded, Stalled).",
@@ -171,6 +177,8 @@ class StoreCollector(Collector):
                 )
             if status.get("queueLength") is not None:
                 backlog.add_metric([namespace, name], float(status["queueLength"]))
+            if status.get("busyWorkers") is not None:
+                busy.add_metric([namespace, name], float(status["busyWorkers"]))
             tally[str(status.get("state") or "Unknown")] += 1
             if status.get("desiredReplicas") is not None:
                 desired.add_metric([namespace, name], float(status["desiredReplicas"]))
@@ -183,6 +191,7 @@ class StoreCollector(Collector):
         yield most
         yield ready
         yield backlog
+        yield busy
         yield conditions
 
 

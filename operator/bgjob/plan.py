@@ -61,7 +61,7 @@ class Plan:
     pods_of: str | None = None
     problem: Problem | None = None
     # What the chosen engine cannot honour of the spec: shown in status, not an error.
-    caveat: str | None = None
+    caveat: tuple[str, str] | None = None  # (reason, message)
     wake_after: float | None = None
     events: list[Event] = field(default_factory=list)
 

@@ -60,6 +60,7 @@ from bgjob.scaling.probes import workers_to_read
 from bgjob.scaling.scale_in import (
     DELETION_COST,
     MAX_REPLICASETS,
+    busy_pool_workers,
     deletion_cost_patches,
     owned_pods,
     owned_replicasets,
@@ -622,6 +623,10 @@ class Reconciler:
         replicas = desired["spec"].get("replicas") if desired else None
         # Only a backlog the scaler reads now is shown: none while suspended or untracked.
         queue_length = work.queue.backlog if work.queue else None
+        busy = work.queue.busy if work.queue else None
+        busy_workers = None
+        if busy is not None and desired is not None:
+            busy_workers = busy_pool_workers(busy, desired["metadata"]["name"], desired["kind"])
         if self.keda_scales(bgj):
             # KEDA decides: desired is whatever it set on the worker; the backlog is its own.
             replicas = (workload or {}).get("spec", {}).get("replicas")
@@ -640,9 +645,11 @@ class Reconciler:
             due=once_due(bgj, self.clock()) if is_once else None,
             problem=work.problem,
             queue_length=queue_length,
+            busy_workers=busy_workers,
+            last_activity_time=work.queue.last_activity if work.queue else None,
             once_started=once_started(recorded, jobs) if is_once else None,
             once_lost=is_once and once_run_lost(recorded, jobs),
-            caveat=work.plan.caveat,
+            caveat=work.plan.caveat or queue_caveat(work.queue),
             waiting=work.plan.waiting,
             failures=work.failures,
         ).model_copy(
@@ -723,6 +730,13 @@ class Reconciler:
             self.kube.event(body, kind, reason, message)
         except ApiError as error:  # An Event is worth a log line, never a retry.
             log.warning("event not recorded reason=%s error=%s", reason, error)
+
+
+def queue_caveat(queue: View | None) -> tuple[str, str] | None:
+    """The ScalingLimited condition of a backlog the scaler could not read exactly."""
+    if queue is None or queue.note is None:
+        return None
+    return "BacklogNotAttributed", queue.note
 
 
 def _find(conditions: list[Condition] | None, kind: str) -> Condition | None:

@@ -366,9 +366,11 @@ def status_from(
     due: datetime | None = None,
     problem: Problem | None = None,
     queue_length: int | None = None,
+    busy_workers: int | None = None,
+    last_activity_time: str | None = None,
     once_started: bool | None = None,
     once_lost: bool = False,
-    caveat: str | None = None,
+    caveat: tuple[str, str] | None = None,
     waiting: str | None = None,
     failures: Mapping[str, RunFailure] | None = None,
 ) -> BackgroundJobStatus:
@@ -376,10 +378,13 @@ def status_from(
 
     ``desired_replicas`` is the replica count the worker should have (continuous and
     queue); ``due`` is when a once-run that has not started is due; ``queue_length``
-    the backlog the scaler last read; ``once_started`` False means the once-run itself
-    has not started, so a finished manual run does not end the BackgroundJob;
+    the backlog the scaler last read, ``busy_workers`` and ``last_activity_time`` its
+    pool's busy workers and last job start or finish (work-aware); ``once_started``
+    False means the once-run itself has not started, so a finished manual run does not
+    end the BackgroundJob;
     ``once_lost`` that it started but left neither a Job nor a result; ``caveat`` what
-    the scaling engine cannot honour (the ScalingLimited condition); ``waiting`` why a
+    the scaling engine cannot honour or the backlog cannot tell exactly (the
+    ScalingLimited condition: reason, message); ``waiting`` why a
     singleton's new workload has not started yet; ``failures`` how the failed runs
     whose pods were read ended, by Job name (see ``unrecorded_failure``).
     """
@@ -397,6 +402,8 @@ def status_from(
         "observed_generation": bgj.metadata.generation,
         "trigger": trigger,
         "queue_length": queue_length if trigger == "queue" else None,
+        "busy_workers": busy_workers if trigger == "queue" else None,
+        "last_activity_time": last_activity_time if trigger == "queue" else None,
         "run_now_handled": previous.run_now_handled,
         # The record of the last run outlives a trigger without runs: back to once,
         # it tells how the once-run went (and that it ran).
@@ -429,12 +436,7 @@ def status_from(
         state = "Degraded"
         health = Health(False, problem.reason, problem.message)
     if caveat is not None:
-        reason = (
-            "KEDAWaitingJobsOnly"
-            if caveat.startswith(("spec.trigger.queue.rq", "spec.trigger.queue.celery"))
-            else "KEDAReadyMessagesOnly"
-        )
-        facts.extra.append(("ScalingLimited", True, reason, caveat))
+        facts.extra.append(("ScalingLimited", True, *caveat))
     fields["conditions"] = conditions_for(
         health, problem, facts.extra, bgj.metadata.generation, now, previous.conditions
     )

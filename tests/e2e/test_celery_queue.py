@@ -122,3 +122,70 @@ def test_celery_tasks_in_hand_keep_workers_and_a_countdown_task_wakes_the_pool(
         "finished task-2",
     ], entries
     assert entries.count("started later") == 1
+
+
+def test_two_celery_queues_on_one_database_count_only_their_own_tasks_in_hand(
+    kubectl: Kubectl, ns: str, redis_server: RedisServer, tmp_path: Path, monkeypatch: Any
+) -> None:
+    """kombu keeps one ``unacked`` hash per database: the tasks in hand of one queue
+    must not hold up the pool of another queue of the same app."""
+    # The database of the test above (the app's producer keeps its first connection);
+    # two queues of one app on it.
+    url = redis_server.url.rsplit("/", 1)[0] + "/3"
+    monkeypatch.setenv("CELERY_BROKER_URL", url)
+    from tests.e2e.celery_app import app, slow
+
+    app.conf.broker_url = url
+    broker = redis.Redis.from_url(url)
+    busy_queue, quiet_queue, journal = f"{ns}-reports", f"{ns}-emails", f"{ns}-journal"
+
+    def pool(queue: str) -> dict[str, Any]:
+        return {
+            "trigger": {
+                "queue": {
+                    "celery": {"url": url, "queue": queue},
+                    "targetPerReplica": 1,
+                    "cooldownSeconds": 2,
+                }
+            },
+            "concurrency": 3,
+        }
+
+    kubectl.apply(bgjob("reports", pool(busy_queue)), ns)
+    kubectl.apply(bgjob("emails", pool(quiet_queue)), ns)
+    kubectl.wait("bgj/reports", "condition=Ready", ns)
+    kubectl.wait("bgj/emails", "condition=Ready", ns)
+    quiet: list[tuple[int, object]] = []
+    with HostPool(
+        kubectl,
+        ns,
+        "app.kubernetes.io/instance=reports",
+        url,
+        [busy_queue],
+        log_dir=tmp_path,
+        command=_celery_worker(url, busy_queue),
+    ):
+        for i in range(3):
+            slow.apply_async((journal, f"report-{i}", 8.0), queue=busy_queue)
+
+        def all_in_hand() -> bool:
+            started = sum(e.startswith("started") for e in _journal(broker, journal))
+            return started == 3 and broker.hlen("unacked") == 3
+
+        eventually(all_in_hand, timeout=30, interval=0.2)
+        deadline = time.time() + 5  # over two polls with three tasks in hand
+        while time.time() < deadline:
+            status = (kubectl.get("bgj", "emails", ns) or {}).get("status") or {}
+            quiet.append((_replicas(kubectl, ns, "emails"), status.get("queueLength")))
+            time.sleep(0.5)
+        reports = (kubectl.get("bgj", "reports", ns) or {}).get("status") or {}
+        assert _replicas(kubectl, ns, "reports") == 3
+        assert reports.get("queueLength") == 3, reports
+        eventually(
+            lambda: sum(e.startswith("finished") for e in _journal(broker, journal)) == 3,
+            timeout=30,
+        )
+    print(f"emails (replicas, queueLength) while reports held 3 tasks: {quiet}")
+    assert all(sample == (0, 0) for sample in quiet), quiet
+    conditions = (kubectl.get("bgj", "emails", ns) or {})["status"]["conditions"]
+    assert not [c for c in conditions if c["type"] == "ScalingLimited"], conditions

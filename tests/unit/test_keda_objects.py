@@ -471,7 +471,8 @@ def test_a_management_url_with_credentials_in_a_secret_says_what_keda_loses() ->
     trigger = next(o for o in built(bgj) if o["kind"] == "ScaledObject")["spec"]["triggers"][0]
     assert trigger["metadata"]["protocol"] == "amqp"
     caveat = keda.readiness_caveat(bgj)
-    assert caveat is not None and "ready messages only" in caveat
+    assert caveat is not None and caveat[0] == "KEDAReadyMessagesOnly"
+    assert "ready messages only" in caveat[1]
     assert keda.readiness_caveat(queue_bgjob(RABBIT_SECRET)) is None
 
 
@@ -590,9 +591,9 @@ def test_rq_queues_become_one_redis_list_trigger_each_with_the_limits_said_plain
     assert [t["metadata"]["listName"] for t in triggers] == ["rq:queue:high", "rq:queue:low"]
     assert all(t["type"] == "redis" and t["metadata"]["databaseIndex"] == "1" for t in triggers)
     caveat = keda.readiness_caveat(bgj)
-    assert caveat is not None
+    assert caveat is not None and caveat[0] == "KEDAWaitingJobsOnly"
     for lost in ("in flight", "scheduled jobs", "cooldown"):
-        assert lost in caveat
+        assert lost in caveat[1]
 
 
 def test_a_celery_queue_becomes_a_redis_list_trigger_counting_waiting_messages_only() -> None:
@@ -600,7 +601,8 @@ def test_a_celery_queue_becomes_a_redis_list_trigger_counting_waiting_messages_o
     (trigger,) = scaled_object(bgj)["spec"]["triggers"]
     assert trigger["metadata"]["listName"] == "emails"
     caveat = keda.readiness_caveat(bgj)
-    assert caveat is not None and "unacknowledged" in caveat
+    assert caveat is not None and caveat[0] == "KEDAWaitingJobsOnly"
+    assert "unacknowledged" in caveat[1]
 
 
 def test_rq_credentials_from_a_secret_are_unsupported_by_keda_and_say_so() -> None:

@@ -51,6 +51,7 @@ def registry() -> CollectorRegistry:
                 "desiredReplicas": 5,
                 "readyReplicas": 4,
                 "queueLength": 120,
+                "busyWorkers": 2,
                 "conditions": [
                     {"type": "Ready", "status": "False"},
                     {"type": "Degraded", "status": "True"},
@@ -75,6 +76,7 @@ def test_the_leader_exports_the_state_of_every_backgroundjob(
     assert got[("bgjob_max_replicas", who)] == 5
     assert got[("bgjob_max_replicas", (("name", "fresh"), ("namespace", "shop")))] == 1
     assert got[("bgjob_queue_backlog", who)] == 120
+    assert got[("bgjob_queue_busy_workers", who)] == 2
     assert got[("bgjob_condition", (("condition", "Degraded"), *who))] == 1
     assert got[("bgjob_condition", (("condition", "Ready"), *who))] == 0
     assert got[("bgjob_backgroundjobs", (("state", "Running"),))] == 1

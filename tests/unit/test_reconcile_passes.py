@@ -21,7 +21,7 @@ from bgjob.kube import ApiError, Kube
 from bgjob.reconcile import Reconciler
 from bgjob.scaling.network import NetworkPolicy
 from bgjob.scaling.probes import Work
-from bgjob.scaling.scaler import Scaler
+from bgjob.scaling.scaler import Scaler, View
 from bgjob.store import Store
 
 NS, NAME, UID = "shop", "worker", "0b7c3e2a-uid"
@@ -488,3 +488,33 @@ def test_busy_pods_that_cancel_a_scale_in_get_no_deletion_cost() -> None:
         assert store.children(KEY)[("Deployment", NAME)]["spec"]["replicas"] == 3
     finally:
         scaler.close()
+
+
+class NotedScaler(FakeScaler):
+    def view(self, key: tuple[str, str]) -> View | None:
+        return View(replicas=3, backlog=5, problem=None, note="2 unacknowledged message(s)")
+
+
+def test_a_backlog_the_scaler_could_not_attribute_is_said_in_a_condition() -> None:
+    kube = reconcile(body(NAME, trigger=queue()), scaler=NotedScaler())
+    (limited,) = [c for c in kube.statuses[-1]["conditions"] if c["type"] == "ScalingLimited"]
+    assert limited["reason"] == "BacklogNotAttributed"
+    assert limited["message"] == "2 unacknowledged message(s)"
+
+
+class BusyScaler(FakeScaler):
+    def view(self, key: tuple[str, str]) -> View | None:
+        busy = frozenset({f"{NAME}-5d8f9c7b4-abcde", f"{NAME}-5d8f9c7b4-fghij", "laptop"})
+        return View(3, 5, None, busy=busy, last_activity="2026-03-01T12:04:58Z")
+
+
+def test_a_work_aware_pool_shows_its_busy_workers_and_last_activity() -> None:
+    kube = reconcile(body(NAME, trigger=queue(), concurrency=4), scaler=BusyScaler())
+    status = kube.statuses[-1]
+    assert status["busyWorkers"] == 2  # laptop is no pod of the pool
+    assert status["lastActivityTime"] == "2026-03-01T12:04:58Z"
+
+
+def test_a_pool_whose_backend_knows_no_busy_workers_shows_none() -> None:
+    status = reconcile(body(NAME, trigger=queue()), scaler=FakeScaler()).statuses[-1]
+    assert "busyWorkers" not in status and "lastActivityTime" not in status

@@ -4,6 +4,7 @@ cooldown counted from the last job started or finished, scheduled jobs woken on 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Hashable
 from pathlib import Path
@@ -23,7 +24,14 @@ from bgjob.scaling.decision import (
     next_wake,
 )
 from bgjob.scaling.network import NetworkPolicy
-from bgjob.scaling.probes import QueueRef, RQQueueReply, Work, celery_work, rq_work
+from bgjob.scaling.probes import (
+    QueueRef,
+    RQQueueReply,
+    Work,
+    celery_unacked,
+    celery_work,
+    rq_work,
+)
 from bgjob.scaling.scale_in import (
     BUSY_COST,
     DELETION_COST,
@@ -33,6 +41,7 @@ from bgjob.scaling.scale_in import (
     owned_pods,
     owned_replicasets,
     pod_hostname,
+    pool_pod,
 )
 from bgjob.scaling.scaler import Scaler
 
@@ -154,6 +163,29 @@ def test_busy_workers_of_pods_with_names_over_63_characters_are_matched() -> Non
     busy = frozenset({LONG_RS})  # both pods have this hostname: both hold a job
     assert busy_floor(busy, frozenset(p["metadata"]["name"] for p in pods), 10) == 2
     assert set(deletion_cost_patches(pods, busy).values()) == {BUSY_COST}
+
+
+@pytest.mark.parametrize(
+    ("hostname", "workload", "kind", "ours"),
+    [
+        ("emails-5d8f9c7b4-abcde", "emails", "Deployment", True),
+        ("emails-5d8f9c7b4-abcde", "emails", "StatefulSet", False),
+        ("emails-x-5d8f9c7b4-abcde", "emails", "Deployment", False),  # pool emails-x
+        ("emails-abcde", "emails", "Deployment", False),
+        ("emails-5d8f9c7b4-ab_de", "emails", "Deployment", False),
+        ("laptop-of-dev", "emails", "Deployment", False),
+        (f"{LONG_RS}-"[:58] + "x7k2p", LONG, "Deployment", True),  # base cut to 58
+        (f"{LONG_RS}-x7k2p", LONG, "Deployment", False),  # no generated name is this long
+        ("emails-0", "emails", "StatefulSet", True),
+        ("emails-12", "emails", "StatefulSet", True),
+        ("emails-01", "emails", "StatefulSet", False),
+        ("emails-x-0", "emails", "StatefulSet", False),
+    ],
+)
+def test_busy_workers_shown_are_those_named_like_the_pools_pods(
+    hostname: str, workload: str, kind: str, ours: bool
+) -> None:
+    assert pool_pod(hostname, workload, kind) is ours
 
 
 @pytest.mark.parametrize(
@@ -433,6 +465,41 @@ def test_celery_activity_changes_on_every_delivery_and_acknowledgement(
     assert (celery_work([0], *after).activity == before) is same
 
 
+def unacked(exchange: str, routing_key: str) -> bytes:
+    """One entry of kombu's ``unacked`` hash: JSON [message, exchange, routing key]."""
+    message = {"body": "e30=", "properties": {"delivery_tag": "t"}, "headers": {}}
+    return json.dumps([message, exchange, routing_key]).encode()
+
+
+@pytest.mark.parametrize(
+    ("total", "read", "counted", "unknown"),
+    [
+        (0, [], 0, 0),
+        # Celery's default routing: exchange and routing key are the queue's name.
+        (2, [unacked("emails", "emails"), unacked("", "emails")], 2, 0),
+        (1, [unacked("emails", "x")], 1, 0),  # bound through the queue's own exchange
+        # Another queue's tasks in hand on the same database do not count.
+        (3, [unacked("reports", "reports")] * 2 + [unacked("emails", "emails")], 1, 0),
+        # Not read (too big for the budget) or not kombu's entry: counted, said.
+        (2, [None, b"{not json"], 2, 2),
+        (2, [b'["m", 1, 2]', unacked("reports", "reports")], 1, 1),
+        # Beyond the entries read (the cap): counted, said.
+        (200, [unacked("reports", "reports")] * 128, 72, 72),
+    ],
+)
+def test_celery_unacknowledged_messages_count_for_their_own_queue_only(
+    total: int, read: list[bytes | None], counted: int, unknown: int
+) -> None:
+    listed = len(read)
+    assert celery_unacked("emails", total, listed, read) == (counted, unknown)
+
+
+def test_celery_messages_not_attributed_are_said_in_status() -> None:
+    assert celery_work([0], 3, [], unattributed=0).note is None
+    note = celery_work([0], 3, [], unattributed=2).note
+    assert note is not None and note.startswith("2 unacknowledged message(s)")
+
+
 def test_a_celery_queue_trigger_is_accepted_and_defaults_to_the_celery_queue() -> None:
     body = bgjob({})
     body["spec"]["trigger"]["queue"] = {"celery": {"url": "redis://redis.shop:6379/0"}}
@@ -620,3 +687,24 @@ def test_pools_reading_one_queue_share_the_probe_of_a_scheduled_wake() -> None:
         scaler.close()
     # One read at start and one at the wake, for the three of them.
     assert len(probe.reads) == 2, probe.reads
+
+
+def test_the_last_activity_shown_is_the_wall_time_of_the_last_job_start_or_finish() -> None:
+    wall = [1_764_000_000.0]
+    scaler = Scaler(None, lambda _: None, policy=NetworkPolicy(), wall=lambda: wall[0])  # type: ignore[arg-type]
+    scaler.track(parse(bgjob({"url": "redis://r:6379/0", "queues": ["q"]})), 1)
+    target = scaler._targets[("shop", "emails")]
+    try:
+        scaler._update(target, Work(backlog=1, activity="job-1 started"), None)
+        first = scaler.view(("shop", "emails"))
+        wall[0] += 30
+        scaler._update(target, Work(backlog=1, activity="job-1 started"), None)  # same
+        same = scaler.view(("shop", "emails"))
+        wall[0] += 30
+        scaler._update(target, Work(backlog=0, activity="job-1 finished"), None)
+        later = scaler.view(("shop", "emails"))
+    finally:
+        scaler.close()
+    assert first is not None and same is not None and later is not None
+    assert first.last_activity == same.last_activity == "2025-11-24T16:00:00Z"
+    assert later.last_activity == "2025-11-24T16:01:00Z"

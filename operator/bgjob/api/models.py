@@ -919,6 +919,14 @@ class BackgroundJobStatus(ApiModel):
     ready_replicas: int | None = Field(default=None, description="Pods that are ready.")
     desired_replicas: int | None = Field(default=None, description="Pods wanted now.")
     queue_length: int | None = Field(default=None, description="Backlog last read (queue).")
+    busy_workers: int | None = Field(
+        default=None, description="The pool's workers busy with a job, as last read (queue.rq)."
+    )
+    last_activity_time: str | None = Field(
+        default=None,
+        description="When a job last started or finished (queue.rq, queue.celery): the "
+        "cooldown counts from here.",
+    )
     last_schedule_time: str | None = Field(
         default=None, description="When a run was last scheduled."
     )

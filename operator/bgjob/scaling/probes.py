@@ -86,6 +86,8 @@ class Work:
     due_times: tuple[float, ...] = ()
     # Changes whenever a job starts or finishes: the cooldown counts from its last change.
     activity: Hashable = None
+    # What the backlog could not tell exactly (it counts more, never less), for status.
+    note: str | None = None
 
 
 # Workers read per probe, and future due times returned: every Redis read is bounded.
@@ -668,23 +670,79 @@ def _worker_fields(client: _RedisClient, keys: list[str]) -> dict[str, dict[str,
 # same since kombu 4), default transport options (no global_keyprefix):
 #   <queue>                    list of messages waiting at priority 0 (the default)
 #   <queue>\x06\x16<3|6|9>       lists of the other default priority steps
-#   unacked                    hash delivery_tag -> message, delivered and not acknowledged,
-#                              for every queue of the database
+#   unacked                    hash delivery_tag -> JSON [message, exchange, routing key],
+#                              delivered and not acknowledged, for every queue of the
+#                              database
 #   unacked_index              zset delivery_tag -> delivery time
 CELERY_PRIORITY_SEP = "\x06\x16"
 CELERY_PRIORITY_STEPS = (3, 6, 9)
+# Unacknowledged messages read per probe (the newest), each at most CELERY_MESSAGE_BYTES
+# and all together at most CELERY_UNACKED_BYTES (within the call's READ_BUDGET_BYTES):
+# one in the workers' hands counts for the queue whose name is its routing key (or
+# exchange, Celery's default routing). One not read (beyond the cap, too big, not
+# kombu's JSON) counts too: a pool may count another's task, never miss its own.
+CELERY_UNACKED_READ = 128
+CELERY_MESSAGE_BYTES = 16 * 1024
+CELERY_UNACKED_BYTES = 160 * 1024
 
 
-def celery_work(waiting: list[int], unacked: int, latest: list[tuple[bytes, float]]) -> Work:
+def celery_owner(raw: bytes) -> tuple[str, str] | None:
+    """(exchange, routing key) of one ``unacked`` entry, or None when it is not kombu's
+    ``[message, exchange, routing_key]``."""
+    try:
+        entry = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if (
+        isinstance(entry, list)
+        and len(entry) == 3
+        and isinstance(entry[1], str)
+        and isinstance(entry[2], str)
+    ):
+        return entry[1], entry[2]
+    return None
+
+
+def celery_unacked(
+    queue: str, total: int, listed: int, read: list[bytes | None]
+) -> tuple[int, int]:
+    """(messages in hand counted for ``queue``, of those how many were not attributed)
+    from HLEN ``total``, the ``listed`` newest delivery tags and the entries read of
+    them (None: not read, too big for the budget). Pure."""
+    ours = unknown = 0
+    for raw in read:
+        owner = celery_owner(raw) if raw is not None else None
+        if owner is None:
+            unknown += 1
+        elif queue in owner:
+            ours += 1
+    unknown += max(0, total - listed)
+    return ours + unknown, unknown
+
+
+def celery_work(
+    waiting: list[int],
+    unacked: int,
+    latest: list[tuple[bytes, float]],
+    unattributed: int = 0,
+) -> Work:
     """The Work of a Celery queue from its replies (pure): waiting at every priority plus
-    unacknowledged; activity changes with every delivery and every acknowledgement."""
+    the queue's unacknowledged; activity changes with every delivery and every
+    acknowledgement."""
     newest = (digest([latest[0][0]]), latest[0][1]) if latest else None
-    return Work(backlog=sum(waiting) + unacked, activity=(unacked, newest))
+    note = None
+    if unattributed:
+        note = (
+            f"{unattributed} unacknowledged message(s) of the database were not read "
+            f"(over {CELERY_UNACKED_READ} or too big) and count for this queue too"
+        )
+    return Work(backlog=sum(waiting) + unacked, activity=(unacked, newest), note=note)
 
 
 class CeleryProbe(RedisProbe):
     """Messages waiting and unacknowledged on a Celery queue (kombu's Redis transport):
-    one pipelined round trip of O(1) commands."""
+    three pipelined round trips, each bounded: the lengths; the sizes of the newest
+    unacknowledged entries (HSTRLEN); those entries that fit the byte budget."""
 
     def backlog(self, queue: QueueRef, timeout: float) -> int | Work:
         def read(client: _RedisClient) -> Work:
@@ -694,10 +752,47 @@ class CeleryProbe(RedisProbe):
                 pipe.llen(f"{queue.name}{CELERY_PRIORITY_SEP}{step}")
             pipe.hlen("unacked")
             pipe.zrevrange("unacked_index", 0, 0, withscores=True)
-            *waiting, unacked, latest = pipe.execute()
-            return celery_work([int(n) for n in waiting], int(unacked), list(latest))
+            pipe.zrevrange("unacked_index", 0, CELERY_UNACKED_READ - 1)
+            *waiting, total, latest, tags = pipe.execute()
+            entries = _unacked_entries(client, [bytes(t) for t in tags])
+            unacked, unattributed = celery_unacked(queue.name, int(total), len(tags), entries)
+            return celery_work([int(n) for n in waiting], unacked, list(latest), unattributed)
 
         return self._read("celery", queue, timeout, read)
+
+
+def _unacked_entries(client: _RedisClient, tags: list[bytes]) -> list[bytes | None]:
+    """The ``unacked`` entries of these delivery tags that fit CELERY_MESSAGE_BYTES and,
+    newest first, CELERY_UNACKED_BYTES (None for the others); tags acknowledged since
+    the index was read are left out."""
+    if not tags:
+        return []
+    pipe = client.client.pipeline(transaction=False)
+    for tag in tags:
+        pipe.hstrlen("unacked", tag)  # type: ignore[arg-type]
+    sizes = [int(n) for n in pipe.execute()]
+    wanted: list[bytes] = []
+    budget = CELERY_UNACKED_BYTES
+    for tag, size in zip(tags, sizes, strict=True):
+        if 0 < size <= min(CELERY_MESSAGE_BYTES, budget):
+            wanted.append(tag)
+            budget -= size
+    values: dict[bytes, bytes | None] = {}
+    if wanted:
+        pipe = client.client.pipeline(transaction=False)
+        for tag in wanted:
+            pipe.hget("unacked", tag)  # type: ignore[arg-type]
+        values = dict(zip(wanted, pipe.execute(), strict=True))
+    out: list[bytes | None] = []
+    for tag, size in zip(tags, sizes, strict=True):
+        if size == 0:
+            continue  # acknowledged meanwhile: not in hand
+        if tag in values:
+            if values[tag] is not None:
+                out.append(values[tag])
+            continue  # acknowledged between the two reads
+        out.append(None)  # too big for the budget: not attributed
+    return out
 
 
 # --- RabbitMQ -------------------------------------------------------------------------

@@ -10,6 +10,7 @@ pod's controller is a ReplicaSet whose controller is the Deployment.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
@@ -86,3 +87,33 @@ def deletion_cost_patches(pods: list[dict[str, Any]], busy: frozenset[str]) -> d
         if (meta.get("annotations") or {}).get(DELETION_COST) != wanted:
             patches[name] = wanted
     return patches
+
+
+# The API server cuts a generated name's base (a ReplicaSet's "<name>-<hash>-") to this
+# many characters before adding 5 random ones (its names.SimpleNameGenerator).
+GENERATED_BASE = 58
+_ALNUM = re.compile(r"[a-z0-9]+")
+
+
+def pool_pod(hostname: str, workload: str, kind: str) -> bool:
+    """Whether a busy worker's hostname has the shape of a pod of this pool: a
+    StatefulSet's ``<name>-<ordinal>``, or a Deployment's ReplicaSet pod
+    ``<name>-<pod-template-hash>-<5 random>`` (base cut to 58 characters). Another
+    pool's pods (``<name>-x-<hash>-...``) do not match. Pure."""
+    if kind == "StatefulSet":
+        return re.fullmatch(rf"{re.escape(workload)}-(0|[1-9][0-9]*)", hostname) is not None
+    base, suffix = hostname[:-5], hostname[-5:]
+    if len(hostname) <= 5 or not _ALNUM.fullmatch(suffix) or len(base) > GENERATED_BASE:
+        return False
+    if not base.startswith(f"{workload}-"):
+        return False
+    rest = base[len(workload) + 1 :]  # "<hash>-", cut short when the base was cut
+    if len(base) < GENERATED_BASE:
+        return rest.endswith("-") and _ALNUM.fullmatch(rest[:-1]) is not None and len(rest) <= 11
+    cut = rest.removesuffix("-")
+    return cut == "" or (_ALNUM.fullmatch(cut) is not None and len(cut) <= 10)
+
+
+def busy_pool_workers(busy: frozenset[str], workload: str, kind: str) -> int:
+    """How many busy workers are pods of this pool, by their hostnames' shape."""
+    return sum(1 for hostname in busy if pool_pod(hostname, workload, kind))

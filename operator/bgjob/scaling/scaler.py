@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from bgjob import metrics
 from bgjob.api import urls
@@ -91,6 +92,11 @@ WORK_AWARE = frozenset({"rq", "celery"})
 BUSY_KNOWN = frozenset({"rq"})
 
 
+def rfc3339(wall: float) -> str:
+    """A wall time as status shows times, to the second."""
+    return datetime.fromtimestamp(wall, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def wake_gap(interval: float) -> float:
     """The least time between two polls of one target, when a scheduled job wakes it."""
     return max(2.0, float(interval) / 4)
@@ -128,6 +134,8 @@ class Target:
     history: History = field(default_factory=History)
     activity: Activity = field(default_factory=Activity)
     busy: frozenset[str] = frozenset()  # work-aware backends: workers busy with a job
+    note: str | None = None  # what the last read could not tell exactly
+    last_activity: str | None = None  # wall time (RFC 3339) of the last job start/finish
     # The pool's own pod names, as the reconciler last listed them: only a busy worker
     # that is one of them holds a replica up.
     pods: frozenset[str] = frozenset()
@@ -135,7 +143,8 @@ class Target:
     replicas: int | None = None
     backlog: int | None = None
     problem: Problem | None = None
-    reported_backlog: int | None = None
+    # (backlog, busy workers, last activity) last sent to status.
+    reported: tuple[int | None, frozenset[str], str | None] = (None, frozenset(), None)
     reported_at: float = 0.0
     polling: bool = False  # a poll task for it is running
     late_rounds: int = 0
@@ -154,6 +163,10 @@ class View:
     # Pods (worker hostnames) busy with a job: scale-in removes them last. None when the
     # backend does not know (redis, rabbitmq) or the last read failed.
     busy: frozenset[str] | None = None
+    # What the backlog could not tell exactly (it counts more, never less).
+    note: str | None = None
+    # Work-aware: when a job last started or finished (RFC 3339), the cooldown's start.
+    last_activity: str | None = None
 
 
 class ThreadGate:
@@ -405,7 +418,10 @@ class Scaler:
             busy = target.busy if target.source.backend in BUSY_KNOWN else None
             if target.problem is not None:
                 busy = None
-            return View(target.replicas, target.backlog, target.problem, busy)
+            note = target.note if target.problem is None else None
+            return View(
+                target.replicas, target.backlog, target.problem, busy, note, target.last_activity
+            )
 
     # --- the loop -------------------------------------------------------------------------
 
@@ -703,21 +719,25 @@ class Scaler:
             if target.source.backend in WORK_AWARE:
                 count, wake = self._work_backlog(target, backlog)
                 fingerprint = backlog.activity if isinstance(backlog, Work) else None
+                seen = target.activity.last_change
                 replicas = self._work_replicas(target, count, fingerprint, current)
+                if target.activity.last_change != seen:
+                    target.last_activity = rfc3339(self.wall())
             else:
                 count = backlog.backlog if isinstance(backlog, Work) else backlog
                 replicas = desired_replicas(count, current, target.limits, target.history, now)
             changed = replicas != target.replicas or problem != target.problem
+            shown = (count, target.busy, target.last_activity)
             stale = (
                 count is not None
-                and count != target.reported_backlog
+                and shown != target.reported
                 and (now - target.reported_at >= STATUS_EVERY_SECONDS)
             )
             target.replicas, target.problem = replicas, problem
             if count is not None:
                 target.backlog = count
             if changed or stale:
-                target.reported_backlog, target.reported_at = target.backlog, now
+                target.reported, target.reported_at = shown, now
             if wake is not None and wake < target.next_poll:
                 # A scheduled job enters its lead before the next regular poll: look then.
                 target.next_poll = wake
@@ -733,7 +753,7 @@ class Scaler:
         if not isinstance(read, Work):
             return (None if read is None else read), None
         wall_now, lead = self.wall(), target.source.schedule_lead
-        target.busy = read.busy
+        target.busy, target.note = read.busy, read.note
         # A scheduled job wakes its target no sooner than this after the poll that saw
         # it (jobs due a few ms apart must not turn into a poll each); jobs due within
         # the lead plus this gap count now instead.

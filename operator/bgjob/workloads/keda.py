@@ -193,21 +193,23 @@ CELERY_CAVEAT = (
 )
 
 
-def readiness_caveat(bgj: BackgroundJob) -> str | None:
-    """What KEDA mode cannot honour of the spec, said plainly; None when nothing."""
+def readiness_caveat(bgj: BackgroundJob) -> tuple[str, str] | None:
+    """What KEDA mode cannot honour of the spec, said plainly: (the ScalingLimited
+    condition's reason, its message); None when nothing."""
     queue = bgj.spec.trigger.queue
     if queue is not None and queue.rq is not None:
-        return RQ_CAVEAT
+        return "KEDAWaitingJobsOnly", RQ_CAVEAT
     if queue is not None and queue.celery is not None:
-        return CELERY_CAVEAT
+        return "KEDAWaitingJobsOnly", CELERY_CAVEAT
     rabbitmq = queue.rabbitmq if queue is not None else None
     if rabbitmq is None or rabbitmq.management_url is None or rabbitmq.url_from is None:
         return None
     return (
+        "KEDAReadyMessagesOnly",
         "spec.trigger.queue.rabbitmq.managementUrl: KEDA reads the management API only "
         "with credentials in its URL, and urlFrom keeps them in a Secret as an AMQP URL, "
         "so KEDA counts ready messages only: messages in the workers' hands do not keep "
-        "them scaled up (the built-in engine counts both)"
+        "them scaled up (the built-in engine counts both)",
     )
 
 
