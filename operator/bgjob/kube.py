@@ -397,14 +397,36 @@ class Kube:
         self, kind: str, label_selector: str, namespace: str | None = None
     ) -> list[dict[str, Any]]:
         """List objects of a kind (in one namespace or all), following pagination."""
-        items: list[dict[str, Any]] = []
+        return self._paged(kind, namespace, label_selector)
+
+    def _paged(
+        self,
+        kind: str,
+        namespace: str | None,
+        label_selector: str,
+        *,
+        most: int | None = None,
+        page: int = 500,
+        metadata_only: bool = False,
+    ) -> builtins.list[dict[str, Any]]:
+        """The one paging loop: pages of ``page`` objects until the last, or until
+        ``most`` objects when given (never a page beyond them)."""
+        items: builtins.list[dict[str, Any]] = []
         token: str | None = None
-        while True:
-            page = self.list_page(kind, namespace, label_selector=label_selector, token=token)
-            items.extend(page.get("items") or [])
-            token = (page.get("metadata") or {}).get("continue")
+        while most is None or len(items) < most:
+            got = self.list_page(
+                kind,
+                namespace,
+                label_selector=label_selector,
+                limit=page if most is None else min(page, most - len(items)),
+                token=token,
+                metadata_only=metadata_only,
+            )
+            items.extend(got.get("items") or [])
+            token = (got.get("metadata") or {}).get("continue")
             if not token:
-                return items
+                break
+        return items if most is None else items[:most]
 
     def list_page(
         self,
@@ -431,22 +453,9 @@ class Kube:
     ) -> builtins.list[dict[str, Any]]:
         """The metadata of at most ``most`` objects of a kind, in small pages: never the
         objects themselves, however big a tenant made them."""
-        items: builtins.list[dict[str, Any]] = []
-        token: str | None = None
-        while len(items) < most:
-            got = self.list_page(
-                kind,
-                namespace,
-                label_selector=label_selector,
-                limit=min(page, most - len(items)),
-                token=token,
-                metadata_only=True,
-            )
-            items.extend(got.get("items") or [])
-            token = (got.get("metadata") or {}).get("continue")
-            if not token:
-                break
-        return items[:most]
+        return self._paged(
+            kind, namespace, label_selector, most=most, page=page, metadata_only=True
+        )
 
     def apply_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
         """Server-side apply the BackgroundJob's status subresource."""
