@@ -134,6 +134,9 @@ class Runtime:
     _logged_errors: dict[Key, set[str]] = field(default_factory=dict)
     _loop: asyncio.AbstractEventLoop | None = None
     reconciles: int = 0  # reconciles finished, whatever their result
+    # (BackgroundJobs cached at start, writes then, monotonic start) until the first
+    # pass over them is logged.
+    _first_pass: tuple[int, int, float] | None = None
 
     def __post_init__(self) -> None:
         self.queue = WorkQueue[Key]()
@@ -192,15 +195,25 @@ class Runtime:
         for _ in range(self.workers):
             work = self.queue.run_worker(self._handle)
             self.tasks.append(asyncio.create_task(self._when_leading(work)))
-        self.tasks.append(asyncio.create_task(self._when_leading(self._first_pass(bgjobs))))
+        self.tasks.append(asyncio.create_task(self._when_leading(self._start_first_pass(bgjobs))))
         log.info("started workers=%d", self.workers)
 
-    async def _first_pass(self, bgjobs: int) -> None:
-        """Log once every BackgroundJob cached at start has been reconciled once: after a
-        restart, the moment the operator acts on all of them again (and what it wrote)."""
-        started, writes = time.monotonic(), self.kube.writes
-        while self.reconciles < bgjobs or self.queue.unfinished:
-            await asyncio.sleep(0.05)
+    async def _start_first_pass(self, bgjobs: int) -> None:
+        """Once leading: count the first pass over the ``bgjobs`` cached at start."""
+        self._first_pass = (bgjobs, self.kube.writes, time.monotonic())
+        self._first_pass_done(running=0)
+
+    def _first_pass_done(self, running: int) -> None:
+        """Log once every BackgroundJob cached at start has been reconciled once and no
+        other reconcile is waiting or running: after a restart, the moment the operator
+        acts on all of them again (and what it wrote). ``running``: reconciles the
+        caller holds (its own)."""
+        if self._first_pass is None:
+            return
+        bgjobs, writes, started = self._first_pass
+        if self.reconciles < bgjobs or self.queue.unfinished > running:
+            return
+        self._first_pass = None
         log.info(
             "first pass done backgroundjobs=%d reconciles=%d writes=%d seconds=%.2f",
             bgjobs,
@@ -355,6 +368,12 @@ class Runtime:
         self.stopped.set()
 
     async def _handle(self, key: Key) -> None:
+        try:
+            await self._reconcile(key)
+        finally:
+            self._first_pass_done(running=1)
+
+    async def _reconcile(self, key: Key) -> None:
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
         try:
