@@ -15,6 +15,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from bgjob import __version__
+from bgjob.api.models import QUEUE_BACKENDS
 from bgjob.store import Store
 
 BUILD_INFO = Gauge(
@@ -68,7 +69,7 @@ QUEUE_PROBE_ERRORS = Counter(
     "timed out, denied): one per BackgroundJob and round, however many share the queue.",
     ["namespace", "name", "backend"],
 )
-PROBE_BACKENDS = ("redis", "rabbitmq", "rq", "celery")
+PROBE_BACKENDS = QUEUE_BACKENDS
 
 
 def probe_failed(namespace: str, name: str, backend: str) -> None:

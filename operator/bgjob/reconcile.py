@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from kubernetes.utils import parse_quantity
@@ -34,6 +35,7 @@ from bgjob.api.names import (
     EventType,
     ScalingEngine,
 )
+from bgjob.events import EventSender
 from bgjob.kube import CHILD_KINDS, KEDA_KINDS, ApiError, Kube, path
 from bgjob.plan import (
     Delete,
@@ -54,8 +56,10 @@ from bgjob.runs import (
     run_failure,
     run_pods_selector,
     run_selector,
+    sooner,
     trim_pod,
 )
+from bgjob.scaling.network import NetworkPolicy, default_policy
 from bgjob.scaling.probes import workers_to_read
 from bgjob.scaling.scale_in import (
     DELETION_COST,
@@ -75,6 +79,7 @@ from bgjob.status import (
     status_from,
 )
 from bgjob.store import ChildKey, Key, Store
+from bgjob.workloads import keda
 from bgjob.workloads.pod import controlled_by
 from bgjob.workloads.services import replica_bounds
 
@@ -149,8 +154,15 @@ def needs_apply(current: Body | None, desired: Body) -> bool:
     )
 
 
-def preflight(bgj: BackgroundJob) -> Problem | None:
-    """Problems admission cannot see but the operator can, before touching the cluster."""
+def preflight(bgj: BackgroundJob, keda_dials: NetworkPolicy | None = None) -> Problem | None:
+    """Problems admission cannot see but the operator can, before touching the cluster.
+    ``keda_dials``: KEDA scales this BackgroundJob, and the operator's network policy
+    applies to the URLs KEDA would dial for it."""
+    if keda_dials is not None:
+        for where, url in keda.dialed_urls(bgj):
+            denied = keda_dials.literal_problem(urlsplit(url).hostname or "")
+            if denied is not None:
+                return Problem("KEDAUnsupported", f"{where}: {denied}")
     schedule = bgj.spec.trigger.schedule
     if schedule is not None:
         try:
@@ -197,15 +209,19 @@ class Reconciler:
         scaler: Scaler | None = None,
         scaling_engine: str = "builtin",
         events: Callable[[Body, str, str, str], None] | None = None,
+        policy: NetworkPolicy | None = None,
     ) -> None:
         if scaling_engine not in SCALING_ENGINES:
             raise ValueError(f"scaling engine {scaling_engine!r}: want one of {SCALING_ENGINES}")
         self.kube = kube
         self.store = store
         self.clock = clock
-        # Where Events go: the operator queues them (bgjob.events); without, sent at once.
-        self.events = events
+        # Where Events go: the operator queues them (EventSender.send); without, each is
+        # sent at once, the same way the sender's thread sends it.
+        self.events = events or EventSender(kube).deliver
         self.scaler = scaler
+        # The networks the operator denies: KEDA's URLs are held to them too.
+        self.policy = policy or default_policy()
         self.engine: ScalingEngine = "keda" if scaling_engine == "keda" else "builtin"
         # Kinds whose watch keeps the cache current; others are dropped from it on delete.
         self.watched = set(CHILD_KINDS) | (set(KEDA_KINDS) if self.engine == "keda" else set())
@@ -232,7 +248,7 @@ class Reconciler:
             self._write_invalid(body, str(error))
             return None
         children = self.store.children(key)
-        problem = preflight(bgj)
+        problem = preflight(bgj, self.policy if self.keda_scales(bgj) else None)
         queue = self._queue_view(bgj, children, problem)
         scale_in: list[Body] = []
         if queue is not None:
@@ -546,8 +562,7 @@ class Reconciler:
         runs = confirm_runs(bgj, cached, live, self.clock(), scheduler(bgj, work.children))
         work.events.extend(e for e in runs.events if e not in before.events)
         if runs.wake_after is not None:
-            wake = work.plan.wake_after
-            work.plan.wake_after = runs.wake_after if wake is None else min(wake, runs.wake_after)
+            work.plan.wake_after = sooner(work.plan.wake_after, runs.wake_after)
         work.plan.runs = runs
         seen = {job["metadata"]["name"] for job in cached}
         for job in live:
@@ -723,13 +738,7 @@ class Reconciler:
         self._apply_status(body, before, after)
 
     def _event(self, body: Body, kind: EventType, reason: str, message: str) -> None:
-        if self.events is not None:
-            self.events(body, kind, reason, message)
-            return
-        try:
-            self.kube.event(body, kind, reason, message)
-        except ApiError as error:  # An Event is worth a log line, never a retry.
-            log.warning("event not recorded reason=%s error=%s", reason, error)
+        self.events(body, kind, reason, message)
 
 
 def queue_caveat(queue: View | None) -> tuple[str, str] | None:

@@ -210,8 +210,14 @@ class Runs:
 
     def wake(self, seconds: float) -> None:
         """Look again in ``seconds`` at the latest."""
-        if self.wake_after is None or seconds < self.wake_after:
-            self.wake_after = max(seconds, 0.0)
+        self.wake_after = sooner(self.wake_after, seconds)
+
+
+def sooner(wake_after: float | None, seconds: float) -> float:
+    """The earlier of a wake-up already set (if any) and ``seconds``, never below 0."""
+    if wake_after is None or seconds < wake_after:
+        return max(seconds, 0.0)
+    return wake_after
 
 
 def run_now_policy(bgj: BackgroundJob) -> Overlap:

@@ -19,7 +19,8 @@ from bgjob import workloads
 from bgjob.api.names import MANAGER
 from bgjob.handlers import scaling_engine
 from bgjob.kube import ApiError, Kube
-from bgjob.reconcile import HANDOVER_MANAGER, Reconciler
+from bgjob.reconcile import HANDOVER_MANAGER, Reconciler, preflight
+from bgjob.scaling.network import NetworkPolicy
 from bgjob.scaling.scaler import Scaler, View
 from bgjob.store import Store
 from bgjob.workloads import keda
@@ -559,18 +560,22 @@ def test_keda_mode_says_a_job_library_is_counted_by_its_waiting_jobs_only(
 def test_keda_is_never_pointed_where_the_operator_may_not_dial(
     backend: dict[str, Any], field: str
 ) -> None:
-    with pytest.raises(keda.KedaUnsupported) as refused:
-        built(queue_bgjob(backend))
-    assert str(refused.value).startswith(field + ":"), refused.value
+    """The operator's denied networks (decided in preflight) hold for what KEDA dials."""
+    problem = preflight(queue_bgjob(backend), NetworkPolicy())
+    assert problem is not None and problem.reason == "KEDAUnsupported"
+    assert problem.message.startswith(field + ":"), problem.message
+    assert preflight(queue_bgjob(backend)) is None, "the built-in scaler checks on dialing"
 
 
-def test_a_refused_keda_target_degrades_the_bgjob() -> None:
-    from bgjob.plan import desired_children
-
-    bgj = queue_bgjob({"redis": {"url": "redis://2852039166:80/0", "list": "l"}})
-    plan = desired_children(bgj, {}, datetime.now(UTC), "keda")
-    assert plan.problem is not None and plan.problem.reason == "KEDAUnsupported"
-    assert plan.autoscaling == []
+def test_a_refused_keda_target_degrades_the_bgjob_and_writes_nothing() -> None:
+    cluster = Cluster("keda")
+    status = cluster.reconcile(
+        trigger={"queue": {"redis": {"url": "redis://2852039166:80/0", "list": "l"}}}
+    )
+    assert cluster.kube.objects == {}
+    degraded = {c["type"]: c for c in status["conditions"]}["Degraded"]
+    assert (degraded["status"], degraded["reason"]) == ("True", "KEDAUnsupported")
+    assert degraded["message"].startswith("spec.trigger.queue.redis.url: host ")
 
 
 def test_management_on_the_amqp_host_still_goes_to_keda() -> None:

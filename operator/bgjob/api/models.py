@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
 from pydantic import (
     AfterValidator,
@@ -383,6 +383,11 @@ class UrlFrom(ApiModel):
 class Broker(ApiModel):
     """Where a broker is: a URL without credentials, or a Secret key holding the URL."""
 
+    # What the backend's probe reads beyond a count: job starts and finishes (the
+    # cooldown counts from the last), and the names of the workers busy with a job.
+    work_aware: ClassVar[bool] = False
+    names_busy_workers: ClassVar[bool] = False
+
     url: str | None = Field(
         default=None,
         max_length=2048,
@@ -550,6 +555,9 @@ class RQQueue(Broker):
     queued + started (in flight) + scheduled jobs that are due; busy workers are never
     scaled away and delayed jobs wake the workers shortly before they are due."""
 
+    work_aware: ClassVar[bool] = True
+    names_busy_workers: ClassVar[bool] = True
+
     queues: list[Annotated[str, Field(min_length=1, max_length=253, pattern=RQ_QUEUE_NAME)]] = (
         Field(
             description="Names of the RQ queues the workers listen on (rq worker QUEUE...).",
@@ -582,6 +590,8 @@ class CeleryQueue(Broker):
     """A Celery queue on a Redis broker (kombu's Redis transport): the backlog is the
     waiting messages plus those delivered to workers and not yet acknowledged."""
 
+    work_aware: ClassVar[bool] = True
+
     queue: str = Field(
         default="celery",
         description="Name of the Celery queue (the Redis list kombu keeps it in).",
@@ -598,8 +608,9 @@ MAX_BACKLOG = 1_000_000_000
 MAX_COOLDOWN_SECONDS = 24 * 3600
 
 
-QUEUE_BACKENDS = ("redis", "rabbitmq", "rq", "celery")
 QueueBackend = Literal["redis", "rabbitmq", "rq", "celery"]
+# The backends, each a field of QueueTrigger of that name.
+QUEUE_BACKENDS: tuple[QueueBackend, ...] = get_args(QueueBackend)
 
 
 class QueueTrigger(ApiModel):
@@ -653,7 +664,7 @@ class QueueTrigger(ApiModel):
         """Which queue backend is set."""
         for name in QUEUE_BACKENDS:
             if getattr(self, name) is not None:
-                return name  # type: ignore[return-value]
+                return name
         raise ValueError("no queue backend set")
 
     @property
@@ -674,6 +685,22 @@ class QueueTrigger(ApiModel):
 
 TRIGGER_KINDS = ("continuous", "schedule", "once", "queue")
 TriggerKind = Literal["continuous", "schedule", "once", "queue"]
+
+
+def broker_model(backend: QueueBackend) -> type[Broker]:
+    """The model of a backend: the type of QueueTrigger's field of that name."""
+    annotation = QueueTrigger.model_fields[backend].annotation
+    model = next(a for a in get_args(annotation) if a is not type(None))
+    assert isinstance(model, type) and issubclass(model, Broker)
+    return model
+
+
+# Backends whose cooldown counts from the last job started or finished, and those that
+# also name the busy workers (scale-in keeps them).
+WORK_AWARE: frozenset[str] = frozenset(b for b in QUEUE_BACKENDS if broker_model(b).work_aware)
+NAMES_BUSY_WORKERS: frozenset[str] = frozenset(
+    b for b in QUEUE_BACKENDS if broker_model(b).names_busy_workers
+)
 
 
 class Trigger(ApiModel):

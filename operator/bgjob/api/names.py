@@ -31,7 +31,6 @@ ONCE_RUN_ANNOTATION = "bgjob.dev/once-run"
 RunKind = Literal["once", "manual", "scheduled"]
 EventType = Literal["Normal", "Warning"]
 ScalingEngine = Literal["builtin", "keda"]
-QueueBackend = Literal["redis", "rabbitmq"]
 Propagation = Literal["Foreground", "Background"]
 
 SCALING_ENGINES: tuple[ScalingEngine, ...] = ("builtin", "keda")

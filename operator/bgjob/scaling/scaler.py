@@ -32,7 +32,7 @@ from datetime import UTC, datetime
 
 from bgjob import metrics
 from bgjob.api import urls
-from bgjob.api.models import BackgroundJob, QueueTrigger
+from bgjob.api.models import NAMES_BUSY_WORKERS, WORK_AWARE, BackgroundJob, QueueTrigger
 from bgjob.kube import ApiError, Kube, path
 from bgjob.scaling import network
 from bgjob.scaling.decision import (
@@ -84,12 +84,6 @@ BACKOFF_MAX_SECONDS = 5.0
 # Deadlines missed in a row before a target is reported unreachable (one late answer
 # on a busy machine is not an outage).
 LATE_ROUNDS_TO_REPORT = 2
-
-
-# Backends that report job activity (the cooldown counts from it), and those that also
-# name the busy workers (scale-in removes idle pods first).
-WORK_AWARE = frozenset({"rq", "celery"})
-BUSY_KNOWN = frozenset({"rq"})
 
 
 def rfc3339(wall: float) -> str:
@@ -415,7 +409,7 @@ class Scaler:
             target = self._targets.get(key)
             if target is None:
                 return None
-            busy = target.busy if target.source.backend in BUSY_KNOWN else None
+            busy = target.busy if target.source.backend in NAMES_BUSY_WORKERS else None
             if target.problem is not None:
                 busy = None
             note = target.note if target.problem is None else None
@@ -616,7 +610,9 @@ class Scaler:
             source.name,
             source.management_url,
             source.allow_insecure_management,
-            workers_to_read(target.limits.max_replicas) if source.backend == "rq" else 0,
+            workers_to_read(target.limits.max_replicas)
+            if source.backend in NAMES_BUSY_WORKERS
+            else 0,
         )
 
     async def _secret_value(self, namespace: str, name: str, key: str) -> str | Problem:

@@ -11,8 +11,7 @@ from __future__ import annotations
 import copy
 from urllib.parse import quote, unquote, urlsplit
 
-from bgjob.api.models import BackgroundJob, QueueTrigger
-from bgjob.scaling.network import default_policy
+from bgjob.api.models import WORK_AWARE, BackgroundJob, QueueTrigger
 from bgjob.workloads.pod import Manifest, metadata, with_spec_hash
 from bgjob.workloads.services import replica_bounds
 
@@ -61,15 +60,23 @@ def redis_metadata(url: str) -> dict[str, str]:
     return out
 
 
-def _check_host(field: str, url: str) -> str:
-    """The URL's host, when KEDA may dial it: the operator's denied networks apply to
-    what KEDA dials for it too, as far as they can be checked without DNS (KEDA's own
-    egress needs a NetworkPolicy)."""
-    host = urlsplit(url).hostname or ""
-    problem = default_policy().literal_problem(host)
-    if problem is not None:
-        raise KedaUnsupported(f"{field}: {problem}")
-    return host.lower().rstrip(".")
+def _host(url: str) -> str:
+    """The URL's host as compared: lower case, no trailing dot."""
+    return (urlsplit(url).hostname or "").lower().rstrip(".")
+
+
+def dialed_urls(bgj: BackgroundJob) -> list[tuple[str, str]]:
+    """(field, URL) of every literal URL KEDA would dial for ``bgj``: the operator's
+    denied networks apply to them too (checked in preflight, without DNS; KEDA's own
+    egress needs a NetworkPolicy). A URL in a Secret is not KEDA's to dial here."""
+    queue = bgj.spec.trigger.queue
+    if queue is None:
+        return []
+    backend = queue.backend
+    urls = [(f"spec.trigger.queue.{backend}.url", queue.broker.url)]
+    if queue.rabbitmq is not None:
+        urls.append(("spec.trigger.queue.rabbitmq.managementUrl", queue.rabbitmq.management_url))
+    return [(field, url) for field, url in urls if url is not None]
 
 
 def _job_library_triggers(bgj: BackgroundJob) -> list[Manifest]:
@@ -84,7 +91,6 @@ def _job_library_triggers(bgj: BackgroundJob) -> list[Manifest]:
             "URL from a Secret (it takes address and password separately); use a url "
             "without a password, or run the operator with --scaling-engine=builtin"
         )
-    _check_host(f"spec.trigger.queue.{backend}.url", broker.url)
     lists = [f"rq:queue:{name}" for name in queue.rq.queues] if queue.rq else []
     if queue.celery is not None:
         lists = [queue.celery.queue]
@@ -104,7 +110,7 @@ def _job_library_triggers(bgj: BackgroundJob) -> list[Manifest]:
 
 def _triggers(bgj: BackgroundJob) -> list[Manifest]:
     """KEDA triggers of a queue BackgroundJob."""
-    if _queue(bgj).backend in ("rq", "celery"):
+    if _queue(bgj).backend in WORK_AWARE:
         return _job_library_triggers(bgj)
     return [_trigger(bgj)]
 
@@ -112,13 +118,10 @@ def _triggers(bgj: BackgroundJob) -> list[Manifest]:
 def _trigger(bgj: BackgroundJob) -> Manifest:
     """The one KEDA trigger of a queue BackgroundJob."""
     queue = _queue(bgj)
-    if queue.redis is not None and queue.redis.url is not None:
-        _check_host("spec.trigger.queue.redis.url", queue.redis.url)
     if queue.rabbitmq is not None and queue.rabbitmq.url is not None:
-        amqp_host = _check_host("spec.trigger.queue.rabbitmq.url", queue.rabbitmq.url)
         field = "spec.trigger.queue.rabbitmq.managementUrl"
         management = queue.rabbitmq.management_url
-        if management is not None and _check_host(field, management) != amqp_host:
+        if management is not None and _host(management) != _host(queue.rabbitmq.url):
             raise KedaUnsupported(
                 f"{field}: must have the AMQP URL's host (the broker's credentials go nowhere else)"
             )
