@@ -90,6 +90,7 @@ def test_scale_in_never_interrupts_a_started_job_and_in_flight_jobs_keep_replica
     kubectl.wait("bgj/long", "condition=Ready", ns)
     queue = rq.Queue(queue_name, connection=broker)
     samples: list[tuple[int, int]] = []  # (replicas, jobs started and not finished)
+    shown: list[tuple[int | None, str | None]] = []  # status: busyWorkers, lastActivityTime
     with HostPool(
         kubectl, ns, SELECTOR.format(name="long"), redis_server.url, [queue_name], log_dir=tmp_path
     ):
@@ -106,6 +107,8 @@ def test_scale_in_never_interrupts_a_started_job_and_in_flight_jobs_keep_replica
             started = sum(e.startswith("started") for e in entries)
             finished = sum(e.startswith("finished") for e in entries)
             samples.append((_replicas(kubectl, ns, "long"), started - finished))
+            status = (kubectl.get("bgj", "long", ns) or {}).get("status") or {}
+            shown.append((status.get("busyWorkers"), status.get("lastActivityTime")))
             return finished == 20
 
         eventually(drained, timeout=180, interval=0.5)
@@ -115,6 +118,11 @@ def test_scale_in_never_interrupts_a_started_job_and_in_flight_jobs_keep_replica
     started = sorted(e.split()[1] for e in entries if e.startswith("started"))
     finished = sorted(e.split()[1] for e in entries if e.startswith("finished"))
     assert started == finished == [f"job-{i:02d}" for i in range(20)], entries
+    # Status showed the pool's busy workers (all 4 at first) and when a job last
+    # started or finished, moving on as jobs did.
+    busy_seen = [busy for busy, _ in shown if busy is not None]
+    assert max(busy_seen) == 4 and min(busy_seen) < 4, shown
+    assert len({at for _, at in shown if at is not None}) >= 3, shown
     # In-flight jobs kept workers up: never fewer replicas than jobs in hand.
     assert all(replicas >= in_flight for replicas, in_flight in samples), samples
     # Scale-in happened in several steps while jobs were still running.
