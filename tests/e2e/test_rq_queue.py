@@ -134,3 +134,52 @@ def test_scale_in_never_interrupts_a_started_job_and_in_flight_jobs_keep_replica
     steps_with_work = [s for s in itertools.pairwise(samples) if s[1][0] < s[0][0] and s[1][1] > 0]
     print(f"scale-in events: {downs}")
     assert len(steps_with_work) >= 2, f"fewer than 2 scale-in cycles with jobs in hand: {samples}"
+
+
+def test_busy_workers_of_a_pool_with_the_longest_name_are_its_own(
+    kubectl: Kubectl, ns: str, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """A 52-character BackgroundJob (the longest allowed): its pods' names are cut by the
+    API server, its workers' hostnames are those names, and they hold the pool up."""
+    name = "welcome-emails-for-every-new-customer-of-the-shop-eu"
+    assert len(name) == 52
+    broker = redis.Redis.from_url(redis_server.url)
+    queue_name, journal = f"{ns}-welcome", f"{ns}-journal"
+    kubectl.apply(
+        _rq_worker(name, redis_server.url, [queue_name], targetPerReplica=1, cooldownSeconds=1),
+        ns,
+    )
+    kubectl.wait(f"bgj/{name}", "condition=Ready", ns)
+    with HostPool(
+        kubectl, ns, SELECTOR.format(name=name), redis_server.url, [queue_name], log_dir=tmp_path
+    ):
+        queue = rq.Queue(queue_name, connection=broker)
+        for i in range(2):
+            queue.enqueue(slow, journal, f"job-{i}", 12.0, job_timeout=120)
+
+        def busy_shown() -> int | None:
+            status = (kubectl.get("bgj", name, ns) or {}).get("status") or {}
+            busy = status.get("busyWorkers")
+            return busy if busy == 2 and status.get("queueLength") == 2 else None
+
+        eventually(busy_shown, timeout=30, interval=0.3)
+        pods = [
+            p["metadata"]["name"]
+            for p in kubectl.json("get", "pods", "-n", ns, "-l", SELECTOR.format(name=name))[
+                "items"
+            ]
+        ]
+        assert pods and all(len(p) <= 63 for p in pods), pods
+        # Nothing waits, both jobs are in hand, the cooldown has passed: the busy
+        # workers alone keep both replicas.
+        time.sleep(4)
+        assert _replicas(kubectl, ns, name) == 2
+        eventually(
+            lambda: sum(e.startswith("finished") for e in _journal(broker, journal)) == 2,
+            timeout=30,
+        )
+    entries = _journal(broker, journal)
+    assert sorted(e for e in entries if e.startswith("finished")) == [
+        "finished job-0",
+        "finished job-1",
+    ], entries
