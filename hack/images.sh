@@ -26,6 +26,12 @@
 #              (images/rq-worker/requirements.txt, hashes pinned) and the example
 #              app examples/rq/welcome.py; entrypoint `python3 -m rq.cli`
 #              (`worker --with-scheduler QUEUE...` as its command)
+#   celery-worker:1
+#              python:3 plus one layer: celery 5.6 with kombu's Redis transport
+#              and their pure-Python wheels (images/celery-worker/requirements.txt,
+#              hashes pinned) and the example app examples/celery/tasks.py;
+#              entrypoint `python3 -m celery` (`--app tasks worker ...` as its
+#              command)
 #
 # Each is cached in ${BGJOB_CACHE:-~/.cache/bgjob-operator}/images/<name>-<key>,
 # where <key> hashes its inputs (its own recipe below, versions.env, the
@@ -230,13 +236,47 @@ build_rq_worker() {
   log "built rq-worker ($out) in $((SECONDS - start)) s"
 }
 
+CELERY_WORKER_SRC="$REPO/images/celery-worker"
+CELERY_WORKER_APP="$REPO/examples/celery/tasks.py"
+celery_worker_dir() { # its inputs: the base image's key, its requirements, the app
+  key celery-worker "$(basename "$(key python "$PYTHON_PACKAGES")")" \
+    "$(cat "$CELERY_WORKER_SRC/requirements.txt" "$CELERY_WORKER_APP" | sha256sum | cut -c1-12)"
+}
+
+build_celery_worker() {
+  local out; out="$(celery_worker_dir)"
+  [[ -f $out/index.json ]] && return 0
+  build_python
+  local base; base="$(key python "$PYTHON_PACKAGES")"
+  local start=$SECONDS t; t="$(mktemp -d)"
+  local app="$t/root/opt/celery-worker"
+  mkdir -p "$app/lib"
+  local wheels w; wheels="$(fetch_wheels "$CELERY_WORKER_SRC/requirements.txt")"
+  for w in "$wheels"/*.whl; do unzip -q -o "$w" -d "$app/lib"; done
+  install -m 0644 "$CELERY_WORKER_APP" "$app/tasks.py"
+  tar --numeric-owner --owner=0 --group=0 --sort=name --mtime=@0 -C "$t/root" -cf "$t/layer.tar" .
+  local tmp="$out.tmp.$$"
+  rm -rf "$tmp"
+  cp -a "$base" "$tmp"
+  umoci raw add-layer --image "$tmp:1" "$t/layer.tar"
+  umoci config --image "$tmp:1" --created "1970-01-01T00:00:00Z" --clear=config.cmd \
+    --config.entrypoint python3 --config.entrypoint -m --config.entrypoint celery \
+    --config.workingdir /opt/celery-worker \
+    --config.env PYTHONPATH=/opt/celery-worker:/opt/celery-worker/lib --config.env PYTHONUNBUFFERED=1 \
+    --config.env PYTHONDONTWRITEBYTECODE=1 --config.user 65532:65532
+  umoci gc --layout "$tmp"
+  rm -rf "$out"; mv "$tmp" "$out"
+  rm -rf "$t"
+  log "built celery-worker ($out) in $((SECONDS - start)) s"
+}
+
 # --- commands -----------------------------------------------------------------
 
 build_all() {
   build_pause
   build_busybox
   if [[ ${BGJOB_PYTHON_IMAGE:-1} != 0 ]]; then
-    build_python; build_queue_worker; build_rq_worker
+    build_python; build_queue_worker; build_rq_worker; build_celery_worker
   fi
 }
 
@@ -262,6 +302,7 @@ case "$cmd" in
       push "$reg" python:3 "$(key python "$PYTHON_PACKAGES")"
       push "$reg" queue-worker:1 "$(queue_worker_dir)"
       push "$reg" rq-worker:1 "$(rq_worker_dir)"
+      push "$reg" celery-worker:1 "$(celery_worker_dir)"
     fi
     log "images in $reg ($((SECONDS - start)) s)"
     ;;

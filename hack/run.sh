@@ -11,7 +11,11 @@
 # the order-processor's two pods run; the thumbnailer's workers
 # (images/queue-worker) take the 12 messages off the Redis list, the backlog
 # drains and, after its cooldown (60 s), the thumbnailer scales back to zero;
-# the nightly cleanup's run-now exits 0. Redis listens on 127.0.0.1 and on the
+# the nightly cleanup's run-now exits 0. The RQ example's welcome emails
+# (examples/rq, images/rq-worker) are enqueued once from the host: one now, one
+# in 40 s (enqueue_in), one at now + 75 s (enqueue_at); the pool wakes from zero
+# for each, a worker is running when the delayed ones are due, and it goes back
+# to zero in between (cooldown 5 s here). Redis listens on 127.0.0.1 and on the
 # node's bridge address only, and the operator probes the very URL the pods
 # use (one Secret), with a password.
 set -euo pipefail
@@ -73,6 +77,7 @@ if command -v redis-server >/dev/null; then
   redis_url="redis://:$password@${bridge_ip:-127.0.0.1}:$port/0"
   echo "redis-server on ${bridge_ip:+$bridge_ip and }127.0.0.1 port $port, 12 thumbnails queued"
 fi
+emails_in=40 emails_at=75
 
 if [[ -n $registry && -n $rcli ]]; then
   # examples/local: the examples as they are, on the real node.
@@ -88,6 +93,13 @@ else
   fi
 fi
 kubectl annotate --overwrite bgj nightly-cleanup "bgjob.dev/run-now=$(date +%s)"
+emails_t0=""
+if [[ -n $rcli ]]; then
+  # The RQ example's producer, from the host: Perform, PerformIn, PerformAt.
+  emails_t0=$(date +%s.%N)
+  RQ_REDIS_URL="redis://:$password@127.0.0.1:$port/0" WELCOME_IN_SECONDS=$emails_in \
+    WELCOME_AT_SECONDS=$emails_at .venv/bin/python examples/rq/producer.py
+fi
 
 # The story is told once the nightly run succeeded, the welcome email went out,
 # the order-processor is Ready and the thumbnailer drained its 12 messages and
@@ -102,7 +114,10 @@ told() {
   [[ $("${rcli[@]}" llen thumbnails) == 0 ]] || return 1
   [[ $("${rcli[@]}" lrange thumbnails-journal 0 -1 | grep -c ' finish ') == 12 ]] || return 1
   [[ -z $(kubectl get pods -l app.kubernetes.io/instance=thumbnailer -o name) ]] || return 1
-  [[ $(kubectl get deploy thumbnailer -o jsonpath='{.spec.replicas}') == 0 ]]
+  [[ $(kubectl get deploy thumbnailer -o jsonpath='{.spec.replicas}') == 0 ]] || return 1
+  [[ $("${rcli[@]}" lrange outbox 0 -1 | grep -c ' sent ') == 3 ]] || return 1
+  [[ -z $(kubectl get pods -l app.kubernetes.io/instance=welcome-emails -o name) ]] || return 1
+  [[ $(kubectl get deploy welcome-emails -o jsonpath='{.spec.replicas}') == 0 ]]
 }
 
 show() {
@@ -120,6 +135,9 @@ show() {
     echo "redis: thumbnails waiting $("${rcli[@]}" llen thumbnails)," \
       "started $(grep -c ' start ' <<<"$journal"), finished $(grep -c ' finish ' <<<"$journal")," \
       "workers exited 0: $(grep -c ' exit 0$' <<<"$journal")"
+    echo "redis: welcome emails queued $("${rcli[@]}" llen rq:queue:emails)," \
+      "scheduled $("${rcli[@]}" zcard rq:scheduled:emails)," \
+      "sent $("${rcli[@]}" lrange outbox 0 -1 | grep -c ' sent ') of 3"
   fi
 }
 
@@ -137,6 +155,12 @@ workers() {
     END { for (i = 1; i <= n; i++) { p = order[i]
       printf "  %s  finished:%s  SIGTERM %s, exit %s\n", p, (done[p] ? done[p] : " none"),
         (p in term ? term[p] : "not yet"), (p in code ? code[p] : "-") } }'
+  [[ -n $emails_t0 ]] || return 0
+  echo
+  echo "welcome emails (RQ; the outbox in Redis), seconds after they were enqueued:"
+  "${rcli[@]}" lrange outbox 0 -1 | awk -v t0="$emails_t0" -v in_s="$emails_in" -v at_s="$emails_at" '
+    BEGIN { due["user-4711"] = 0; due["user-4712"] = in_s; due["user-4713"] = at_s }
+    { printf "  %+6.1f s  %-6s %s  (due %+d s)  %s\n", $1 - t0, $3, $4, due[$4], $2 }'
 }
 
 tty=""; [[ -t 1 ]] && tty=1
@@ -154,7 +178,7 @@ while :; do
   if [[ -n $seconds ]]; then
     ((seconds > 0 && SECONDS - start >= seconds)) && break
   elif told; then
-    echo "--- after $((SECONDS - start)) s: all four examples did what they say"; show; workers; break
+    echo "--- after $((SECONDS - start)) s: all five examples did what they say"; show; workers; break
   elif ((SECONDS - start >= 300)); then
     echo "--- not done after 300 s"; show; workers; exit 1
   fi
