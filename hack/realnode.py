@@ -212,6 +212,14 @@ def start(
     """Start the registry, push the base images, start containerd and the
     kubelet; return what goes into state.json under "realnode"."""
     t0 = time.monotonic()
+    # A unix socket's path holds at most 107 bytes; containerd's ttrpc socket is
+    # the longest under the state dir, and containerd only says "exited 1".
+    longest = len(os.fsencode(f"{ctx.sock}.ttrpc"))
+    if longest > 107:
+        raise RealNodeError(
+            f"the state dir {ctx.state_dir} is too long for containerd's sockets "
+            f"({longest} > 107 bytes): set BGJOB_CLUSTER_DIR to a shorter path"
+        )
     for d in (
         "registry",
         "containerd",
