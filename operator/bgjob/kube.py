@@ -19,6 +19,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlencode
 
+import orjson
 import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
@@ -193,13 +194,13 @@ class WatchStream:
                         break
                     buffer = rest
                     if line.strip():
-                        yield json.loads(line)
+                        yield orjson.loads(line)
         except (urllib3.exceptions.HTTPError, OSError) as error:
             raise ApiError(0, type(error).__name__, str(error)[:500]) from None
         finally:
             self.close()
         if buffer.strip():
-            yield json.loads(buffer)
+            yield orjson.loads(buffer)
 
     def close(self) -> None:
         """End the stream; safe from another thread (it unblocks a pending read)."""
@@ -290,8 +291,8 @@ class Kube:
             method=method, resource=resource_of(url), code=str(response.status)
         ).inc()
         try:
-            decoded: dict[str, Any] = json.loads(data) if data else {}
-        except ValueError:
+            decoded: dict[str, Any] = orjson.loads(data) if data else {}
+        except ValueError:  # orjson.JSONDecodeError is a ValueError
             if response.status < 400:
                 raise
             decoded = {}  # A plain-text error, e.g. "404 page not found" from discovery.
