@@ -182,9 +182,16 @@ class Runtime:
                 self._informers_for([k for k in kinds if k == "Job"], MANAGED_SELECTOR)
             )
         finally:
+            # One collection for the garbage cycles of the lists (responses, errors),
+            # then the cache is frozen out of every later one.
+            swept = time.monotonic()
+            unreachable = gc.collect()
             gc.freeze()
             if collecting:
                 gc.enable()
+            log.debug(
+                "collected unreachable=%d seconds=%.2f", unreachable, time.monotonic() - swept
+            )
         loop = asyncio.get_running_loop()
         if self.keda_installed and self.scaling_engine != "keda":
             await loop.run_in_executor(self.executor, self._load_stale_keda_children)
