@@ -247,6 +247,8 @@ def stages(
         total = queue.get(f"workqueue_{metric}_duration_seconds_sum", 0.0)
         count = queue.get(f"workqueue_{metric}_duration_seconds_count", 0.0)
         out[f"{stage}_mean_ms"] = round(1000 * total / count, 1) if count else None
+    count = queue.get("workqueue_work_duration_seconds_count", 0.0)
+    out["reconciles_per_create"] = round(count / max(len(sent), 1), 2)
     return out
 
 
