@@ -106,7 +106,7 @@ class Runtime:
     """The operator's moving parts, shared by the handlers."""
 
     kube: Kube
-    workers: int = 16
+    workers: int = 32
     namespaces: tuple[str, ...] = ()
     # "builtin" or "keda" (resolved by ``scaling_engine``); with KEDA's CRDs installed,
     # their objects are loaded at start-up in either mode so stale ones get pruned.
