@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import re
 import secrets
 import subprocess
@@ -48,7 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from bgjob.cli import render
-from bgjob.kube import Kube, load_config
+from bgjob.kube import ApiError, Kube, load_config
 from tests.e2e.support import REPO, Kubectl, Operator, bgjob, bin_dir, eventually
 
 RESULTS = REPO / "benchmarks" / "results" / "scale.json"
@@ -124,6 +125,10 @@ class Seen:
             threading.Thread(target=self._run, args=(kind,), daemon=True) for kind in kinds
         ]
         self._streams: list[Any] = []
+        # While ``recording``: BackgroundJob status changes (name, fields that changed).
+        self.recording = False
+        self.changes: list[tuple[str, list[str]]] = []
+        self._status: dict[str, dict[str, Any]] = {}
 
     def start(self) -> None:
         for thread in self._threads:
@@ -140,7 +145,7 @@ class Seen:
             self._streams.append(stream)
             try:
                 for event in stream:
-                    now = time.monotonic()
+                    now = time.time()
                     obj = event.get("object") or {}
                     meta = obj.get("metadata") or {}
                     version = str(meta.get("resourceVersion") or version)
@@ -153,6 +158,15 @@ class Seen:
                         status = obj.get("status") or {}
                         if status.get("observedGeneration") is not None:
                             self.reconciled.setdefault(name, now)
+                        before = self._status.get(name)
+                        self._status[name] = status
+                        if self.recording and before is not None and before != status:
+                            fields = sorted(
+                                k
+                                for k in set(before) | set(status)
+                                if before.get(k) != status.get(k)
+                            )
+                            self.changes.append((name, fields))
                     else:
                         self.added.setdefault(name, now)
             except Exception:
@@ -175,6 +189,76 @@ def writes(operator: Operator) -> float:
         if line.startswith("rest_client_requests_total{")
         and any(f'method="{m}"' in line for m in ("POST", "PATCH", "DELETE"))
     )
+
+
+def requests(operator: Operator) -> dict[str, float]:
+    """Requests the operator sent so far, by "METHOD resource" (the Lease's excluded)."""
+    out: dict[str, float] = {}
+    for line in operator.metrics().splitlines():
+        if not line.startswith("rest_client_requests_total{"):
+            continue
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}", 1)[0]))
+        if labels.get("resource") == "leases":
+            continue
+        key = f"{labels.get('method')} {labels.get('resource')}"
+        out[key] = out.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def queue_seconds(operator: Operator) -> dict[str, float]:
+    """Sums and counts of the work queue's wait and work histograms (seconds)."""
+    out: dict[str, float] = {}
+    for line in operator.metrics().splitlines():
+        for metric in ("workqueue_queue_duration_seconds", "workqueue_work_duration_seconds"):
+            for part in ("sum", "count"):
+                if line.startswith(f"{metric}_{part}{{"):
+                    out[f"{metric}_{part}"] = float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def stages(
+    log: Path,
+    sent: dict[str, float],
+    added: dict[str, float],
+    reconciled: dict[str, float],
+    queue: dict[str, float],
+) -> dict[str, Any]:
+    """Where a create's time goes: from the create request to the child write done (the
+    operator's log line, wall clock), to the child seen on a watch, to the status seen;
+    and the work queue's mean wait and mean work per reconcile."""
+    written: dict[str, float] = {}
+    for line in log.read_text(errors="replace").splitlines():
+        if "msg=created kind=" in line:
+            fields = dict(re.findall(r"(\w+)=(\S+)", line))
+            when = datetime.strptime(fields["time"], "%Y-%m-%dT%H:%M:%S.%fZ")
+            written.setdefault(fields["name"], when.replace(tzinfo=UTC).timestamp())
+    out: dict[str, Any] = {}
+    for label, ends in (
+        ("child_written", written),
+        ("child_seen", added),
+        ("status_seen", reconciled),
+    ):
+        spans = [ends[name] - at for name, at in sent.items() if name in ends]
+        if spans:
+            out[f"{label}_ms"] = {
+                f"p{p}": round(1000 * percentile(spans, p / 100), 1) for p in (50, 99)
+            }
+    for stage, metric in (("queue_wait", "queue"), ("reconcile", "work")):
+        total = queue.get(f"workqueue_{metric}_duration_seconds_sum", 0.0)
+        count = queue.get(f"workqueue_{metric}_duration_seconds_count", 0.0)
+        out[f"{stage}_mean_ms"] = round(1000 * total / count, 1) if count else None
+    count = queue.get("workqueue_work_duration_seconds_count", 0.0)
+    out["reconciles_per_create"] = round(count / max(len(sent), 1), 2)
+    return out
+
+
+def per(after: dict[str, float], before: dict[str, float], n: float) -> dict[str, float]:
+    """The requests sent between two snapshots, per unit of ``n`` (rounded)."""
+    return {
+        key: round((value - before.get(key, 0.0)) / n, 3)
+        for key, value in sorted(after.items())
+        if value - before.get(key, 0.0) > 0
+    }
 
 
 def logged(log: Path, message: str) -> tuple[float, dict[str, str]] | None:
@@ -211,6 +295,76 @@ def stop(operator: Operator, kube: Kube, namespace: str) -> dict[str, Any]:
     }
 
 
+def churn(
+    kube: Kube, namespace: str, n: int, pid: int, seconds: float, rate: float
+) -> dict[str, Any]:
+    """A steady mix at ``rate`` per second for ``seconds``: spec updates (half), deletes
+    and re-creates of what was deleted (a quarter each); RSS sampled every 30 s."""
+    rng = random.Random(14)
+    base = f"/apis/bgjob.dev/v1alpha1/namespaces/{namespace}/backgroundjobs"
+    deleted: list[int] = []
+    done = {"update": 0, "delete": 0, "create": 0, "failed": 0}
+    samples: list[tuple[float, float]] = []
+    started = time.monotonic()
+    next_sample = started
+    step = 0
+    print(f"  churn for {seconds:.0f} s at {rate}/s", flush=True)
+    while (now := time.monotonic()) - started < seconds:
+        if now >= next_sample:
+            samples.append((round(now - started, 1), round(rss_mib(pid), 1)))
+            print(f"    churn t={samples[-1][0]:.0f}s RSS {samples[-1][1]} MiB {done}", flush=True)
+            next_sample += 30.0
+        roll = rng.random()
+        try:
+            if deleted and (roll < 0.25 or len(deleted) > n // 10):
+                i = deleted.pop(rng.randrange(len(deleted)))
+                kube.request("POST", base, body=manifest(i))
+                done["create"] += 1
+            elif roll < 0.5:
+                i = rng.randrange(n)
+                kube.delete("BackgroundJob", namespace, f"bg-{i:05d}", "Background")
+                deleted.append(i)
+                done["delete"] += 1
+            else:
+                i = rng.randrange(n)
+                body = manifest(i)
+                trigger = body["spec"]["trigger"]
+                if "schedule" in trigger:
+                    spec: dict[str, Any] = {
+                        "trigger": {"schedule": {"cron": f"{step % 60} {step % 24} * * *"}}
+                    }
+                else:
+                    spec = {"image": f"{body['spec']['image'].rsplit(':', 1)[0]}:{step % 7}"}
+                kube.request(
+                    "PATCH",
+                    f"{base}/bg-{i:05d}",
+                    body={"spec": spec},
+                    content_type="application/merge-patch+json",
+                )
+                done["update"] += 1
+        except ApiError:
+            done["failed"] += 1  # deleted a moment ago, or re-created before it was gone
+        step += 1
+        delay = started + step / rate - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+    samples.append((round(time.monotonic() - started, 1), round(rss_mib(pid), 1)))
+    times, values = [t for t, _ in samples], [v for _, v in samples]
+    mean_t, mean_v = sum(times) / len(times), sum(values) / len(values)
+    spread = sum((t - mean_t) ** 2 for t in times) or 1.0
+    slope = sum((t - mean_t) * (v - mean_v) for t, v in samples) / spread
+    return {
+        "seconds": round(time.monotonic() - started, 1),
+        "rate_per_s": rate,
+        "operations": done,
+        "rss_start_mib": values[0],
+        "rss_end_mib": values[-1],
+        "rss_max_mib": max(values),
+        "rss_slope_mib_per_hour": round(slope * 3600, 1),
+        "rss_samples": samples,
+    }
+
+
 def operator_for(kubeconfig: Path, log: Path, namespace: str) -> Operator:
     return Operator(
         kubeconfig,
@@ -224,7 +378,15 @@ def operator_for(kubeconfig: Path, log: Path, namespace: str) -> Operator:
     )
 
 
-def run(n: int, rate: float, kubeconfig: Path, k: Kubectl, keep: bool = False) -> dict[str, Any]:
+def run(
+    n: int,
+    rate: float,
+    kubeconfig: Path,
+    k: Kubectl,
+    keep: bool = False,
+    churn_seconds: float = 0.0,
+    churn_rate: float = 5.0,
+) -> dict[str, Any]:
     kube = Kube(load_config(pool_size=64))
     namespace = f"scale-{secrets.token_hex(3)}"
     k.run("create", "namespace", namespace)
@@ -238,6 +400,7 @@ def run(n: int, rate: float, kubeconfig: Path, k: Kubectl, keep: bool = False) -
         eventually(lambda: lease_holder(kube, namespace) is not None, timeout=60)
         seen.start()
         time.sleep(1)
+        calls_before = requests(operator)
 
         # 1. Create N at ``rate``, with direct CronJobs beside them.
         sent: dict[str, float] = {}
@@ -246,13 +409,13 @@ def run(n: int, rate: float, kubeconfig: Path, k: Kubectl, keep: bool = False) -
         def create(i: int) -> None:
             body = manifest(i)
             name = body["metadata"]["name"]
-            sent[name] = time.monotonic()
+            sent[name] = time.time()
             kube.request(
                 "POST", f"/apis/bgjob.dev/v1alpha1/namespaces/{namespace}/backgroundjobs", body=body
             )
             if "schedule" in body["spec"]["trigger"] and i % DIRECT_EVERY == 1:
                 child = direct_child(body, namespace)
-                direct_sent[child["metadata"]["name"]] = time.monotonic()
+                direct_sent[child["metadata"]["name"]] = time.time()
                 kube.request("POST", f"/apis/batch/v1/namespaces/{namespace}/cronjobs", body=child)
 
         started = time.monotonic()
@@ -267,6 +430,7 @@ def run(n: int, rate: float, kubeconfig: Path, k: Kubectl, keep: bool = False) -
             for future in futures:
                 future.result()
         last_create = time.monotonic()
+        last_create_wall = time.time()
         result["create_seconds"] = round(last_create - started, 1)
         print(f"  created {n} in {last_create - started:.1f} s", flush=True)
 
@@ -276,7 +440,7 @@ def run(n: int, rate: float, kubeconfig: Path, k: Kubectl, keep: bool = False) -
 
         eventually(all_reconciled, timeout=max(300.0, n * 0.2), interval=0.2)
         done = max(seen.reconciled.values())
-        result["lag_after_last_create_s"] = round(max(0.0, done - last_create), 2)
+        result["lag_after_last_create_s"] = round(max(0.0, done - last_create_wall), 2)
         ours = [seen.added[name] - at for name, at in sent.items()]
         direct = [seen.added[name] - at for name, at in direct_sent.items() if name in seen.added]
         result["create_to_child_ms"] = {
@@ -306,15 +470,32 @@ def run(n: int, rate: float, kubeconfig: Path, k: Kubectl, keep: bool = False) -
                 break
         result["settled_after_last_create_s"] = round(quiet_since - last_create, 1)
         result["steady_rss_mib"] = round(rss_mib(pid), 1)
+        # Every request sent from the first create until settled, per BackgroundJob.
+        calls_settled = requests(operator)
+        result["requests_per_create"] = per(calls_settled, calls_before, n)
+        result["stages"] = stages(
+            log_dir / "operator.log", sent, seen.added, seen.reconciled, queue_seconds(operator)
+        )
+        print(f"  stages: {result['stages']}", flush=True)
+        print(f"  requests per create: {result['requests_per_create']}", flush=True)
         before, cpu, at = writes(operator), cpu_seconds(pid), time.monotonic()
+        seen.recording = True
         time.sleep(IDLE_SECONDS)
+        seen.recording = False
         elapsed = time.monotonic() - at
         cpu_used = cpu_seconds(pid) - cpu
+        changed = sorted({name for name, _ in seen.changes})
         result["idle"] = {
             "seconds": round(elapsed, 1),
             "writes": int(writes(operator) - before),
             "cpu_percent_of_one_core": round(100 * cpu_used / elapsed, 2),
+            "requests": per(requests(operator), calls_settled, 1),
+            "status_changes": len(seen.changes),
+            "changed_backgroundjobs": changed[:10],
+            "changed_fields": sorted({f for _, fields in seen.changes for f in fields}),
         }
+        if churn_seconds > 0:
+            result["churn"] = churn(kube, namespace, n, pid, churn_seconds, churn_rate)
         result["stop_after_load"] = stop(operator, kube, namespace)
         print(f"  stopped: {result['stop_after_load']}", flush=True)
 
@@ -428,8 +609,11 @@ def summary(r: dict[str, Any]) -> str:
             f"  lag after the last create {r['lag_after_last_create_s']} s (every status "
             f"written), settled (no write for 10 s) {r.get('settled_after_last_create_s')} s; "
             f"RSS {r['steady_rss_mib']} MiB",
+            f"  requests per create: {r.get('requests_per_create')}",
             f"  idle {r['idle']['seconds']} s: writes {r['idle']['writes']}, "
-            f"CPU {r['idle']['cpu_percent_of_one_core']} % of a core",
+            f"CPU {r['idle']['cpu_percent_of_one_core']} % of a core, "
+            f"requests {r['idle'].get('requests')}, status changes "
+            f"{r['idle'].get('status_changes')} {r['idle'].get('changed_fields')}",
             f"  SIGTERM -> exit {r['stop_after_load']['sigterm_to_exit_s']} s, Lease released "
             f"{r['stop_after_load']['lease_released']}",
             f"  cold start: cache complete {c['cache_complete_s']} s, first pass done "
@@ -438,6 +622,15 @@ def summary(r: dict[str, Any]) -> str:
             f"  SIGTERM -> exit {r['stop_after_cold_start']['sigterm_to_exit_s']} s, Lease "
             f"released {r['stop_after_cold_start']['lease_released']}",
         ]
+        + (
+            [
+                f"  churn {ch['seconds']} s {ch['operations']}: RSS start "
+                f"{ch['rss_start_mib']} end {ch['rss_end_mib']} max {ch['rss_max_mib']} MiB, "
+                f"slope {ch['rss_slope_mib_per_hour']} MiB/h"
+            ]
+            if (ch := r.get("churn"))
+            else []
+        )
     )
 
 
@@ -447,6 +640,13 @@ def main() -> None:
     parser.add_argument("--sizes", help="several N in one go, e.g. 1000,3000,10000")
     parser.add_argument("--rate", type=float, default=30.0, help="creates per second")
     parser.add_argument("--keep", action="store_true", help="keep the namespace (to profile)")
+    parser.add_argument(
+        "--churn-seconds",
+        type=float,
+        default=0.0,
+        help="after the idle phase: spec updates, deletes and re-creates for this long",
+    )
+    parser.add_argument("--churn-rate", type=float, default=5.0, help="churn operations per second")
     parser.add_argument("--plot-only", action="store_true", help="redraw the plot from the JSON")
     args = parser.parse_args()
     results = load_results()
@@ -461,9 +661,19 @@ def main() -> None:
         k.run("wait", "--for=condition=Established", "crd/backgroundjobs.bgjob.dev")
         sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else [args.n]
         for n in sizes:
-            result = run(n, args.rate, Path(kubeconfig), k, keep=args.keep)
+            result = run(
+                n,
+                args.rate,
+                Path(kubeconfig),
+                k,
+                keep=args.keep,
+                churn_seconds=args.churn_seconds,
+                churn_rate=args.churn_rate,
+            )
             result["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-            results["runs"][str(n)] = result
+            # A churn run is kept apart: its load phase is not the plot's.
+            results.setdefault("churn", {})
+            (results["churn"] if args.churn_seconds > 0 else results["runs"])[str(n)] = result
             RESULTS.parent.mkdir(parents=True, exist_ok=True)
             RESULTS.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
             print(summary(result), flush=True)

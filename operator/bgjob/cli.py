@@ -48,6 +48,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     import kopf
     from prometheus_client import start_http_server
 
+    from bgjob.events import SENDERS
     from bgjob.handlers import Runtime, build_registry, scaling_engine
     from bgjob.kube import Kube, load_config
     from bgjob.leader import LeaderElector, default_identity
@@ -57,7 +58,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     namespaces = tuple(args.namespace or ())
     identity = default_identity()
     # The user agent names this process, so the API server's audit log tells replicas apart.
-    kube = Kube(load_config(user_agent=f"bgjob-operator/{__version__} ({identity})"))
+    # A connection for every worker, every watch (child kinds and BackgroundJobs, per
+    # namespace), every Event sender, and a few more (the Lease, the scaler): a worker
+    # never waits for a connection, and none is opened and dropped per request.
+    pool = args.workers + 6 * max(1, len(namespaces)) + SENDERS + 4
+    kube = Kube(
+        load_config(user_agent=f"bgjob-operator/{__version__} ({identity})", pool_size=pool)
+    )
     elector = None
     if args.leader_elect:
         elector = LeaderElector(
@@ -255,7 +262,7 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--workers",
         type=int,
-        default=16,
+        default=32,
         help="reconciles at once (mostly waiting on the API server, so more than the cores)",
     )
     run.add_argument(

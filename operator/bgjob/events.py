@@ -1,4 +1,4 @@
-"""Events leave from a thread of their own, as client-go's recorder sends them.
+"""Events leave from threads of their own, as client-go's recorder sends them.
 
 A reconcile queues its Events and goes on: creating a BackgroundJob's child no
 longer waits for a POST that tells a human about it. The queue is bounded; when
@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 
 from bgjob.api.names import Body
 from bgjob.kube import ApiError, Kube
@@ -19,31 +20,45 @@ from bgjob.kube import ApiError, Kube
 log = logging.getLogger("bgjob.events")
 
 MAX_PENDING = 1000
+# Threads sending: one POST at a time each, so a slow API server (50 ms an Event)
+# still takes 30 new BackgroundJobs a second. An object's Events always go through
+# the same thread, in the order they were recorded.
+SENDERS = 4
+
+Item = tuple[Body, str, str, str]
 
 
 class EventSender:
-    """Sends core/v1 Events in the background, in the order they were recorded."""
+    """Sends core/v1 Events in the background, each object's in the order recorded."""
 
-    def __init__(self, kube: Kube, max_pending: int = MAX_PENDING) -> None:
+    def __init__(self, kube: Kube, max_pending: int = MAX_PENDING, senders: int = SENDERS) -> None:
         self.kube = kube
-        self._queue: queue.Queue[tuple[Body, str, str, str] | None] = queue.Queue(max_pending)
-        self._thread: threading.Thread | None = None
+        self._queues: list[queue.Queue[Item | None]] = [
+            queue.Queue(max(1, max_pending // senders)) for _ in range(senders)
+        ]
+        self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
         self.dropped = 0
 
     def start(self) -> None:
-        """Start the sending thread (once; the first ``send`` starts it too)."""
+        """Start the sending threads (once; the first ``send`` starts them too)."""
         with self._lock:
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="events", daemon=True)
-                self._thread.start()
+            if not self._threads:
+                for i, pending in enumerate(self._queues):
+                    thread = threading.Thread(
+                        target=self._run, args=(pending,), name=f"events-{i}", daemon=True
+                    )
+                    thread.start()
+                    self._threads.append(thread)
 
     def send(self, involved: Body, kind: str, reason: str, message: str) -> None:
         """Queue one Event; never blocks (a full queue drops it)."""
-        if self._thread is None:
+        if not self._threads:
             self.start()
+        meta = involved.get("metadata") or {}
+        shard = hash((meta.get("namespace"), meta.get("name"))) % len(self._queues)
         try:
-            self._queue.put_nowait((involved, kind, reason, message))
+            self._queues[shard].put_nowait((involved, kind, reason, message))
         except queue.Full:
             self.dropped += 1
             if self.dropped == 1 or self.dropped % 100 == 0:  # a line, not a flood
@@ -53,9 +68,9 @@ class EventSender:
                     self.dropped,
                 )
 
-    def _run(self) -> None:
+    def _run(self, pending: queue.Queue[Item | None]) -> None:
         while True:
-            item = self._queue.get()
+            item = pending.get()
             if item is None:
                 return
             self.deliver(*item)
@@ -68,16 +83,19 @@ class EventSender:
             log.warning("event not recorded reason=%s error=%s", reason, error)
 
     def stop(self, timeout: float = 1.0) -> None:
-        """Stop: the Event being sent finishes, those still queued are dropped (the
+        """Stop: the Events being sent finish, those still queued are dropped (the
         process is going; its writes are over)."""
         unsent = 0
-        while True:
-            try:
-                unsent += self._queue.get_nowait() is not None
-            except queue.Empty:
-                break
+        for pending in self._queues:
+            while True:
+                try:
+                    unsent += pending.get_nowait() is not None
+                except queue.Empty:
+                    break
         if unsent:
             log.info("events not sent: stopping count=%d", unsent)
-        self._queue.put(None)
-        if self._thread is not None:
-            self._thread.join(timeout)
+        for pending in self._queues:
+            pending.put(None)
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))

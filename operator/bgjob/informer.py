@@ -255,8 +255,8 @@ class BackgroundJobSink:
         key = key_of(body)
         if kind == "DELETED":
             self.store.drop_bgjob(key)  # reconcile then finds nothing and untracks it
-        else:
-            self.store.put_bgjob({**body, "kind": KIND})
+        elif self.store.update_bgjob({**body, "kind": KIND}) is None:
+            return  # our own write's echo: the reconcile that wrote it saw this state
         self.enqueue((key,))
 
 
@@ -290,7 +290,9 @@ class ChildSink:
         if kind == "DELETED":
             owner = self.store.drop_child(body, self.kind)
         else:
-            owner = self.store.put_child(body, self.kind, self.api_version)
+            new, owner = self.store.update_child(body, self.kind, self.api_version)
+            if not new:
+                return  # our own write's echo: the reconcile that wrote it saw this state
         if owner is not None:
             self.enqueue((owner,))
 

@@ -19,6 +19,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlencode
 
+import orjson
 import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
@@ -55,6 +56,9 @@ REQUEST_TIMEOUT = (5.0, 10.0)
 # A watch is held open this long by the server (plus the client's margin) at most.
 WATCH_MARGIN = 30.0
 WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# A resourceVersion no object ever has (the largest int64): an apply carrying it
+# creates, or conflicts with whatever exists.
+NO_VERSION = "9223372036854775807"
 
 
 class ApiError(Exception):
@@ -149,6 +153,21 @@ def load_config(user_agent: str | None = None, pool_size: int = 32) -> client.Ap
     return api
 
 
+def resource_of(url: str) -> str:
+    """The resource a request path names, with its subresource: ``deployments``,
+    ``backgroundjobs/status``, ``leases``; ``discovery`` for a group's listing."""
+    parts = url.split("?", 1)[0].strip("/").split("/")
+    # api/v1/... or apis/<group>/<version>/...; then namespaces/<ns>/ or not.
+    rest = parts[2:] if parts[:1] == ["api"] else parts[3:]
+    if len(rest) >= 3 and rest[0] == "namespaces":
+        rest = rest[2:]
+    if not rest:
+        return "discovery"
+    if len(rest) >= 3:
+        return f"{rest[0]}/{rest[2]}"
+    return rest[0]
+
+
 def collection(kind: str, namespace: str | None) -> str:
     """The REST path of a kind's collection in one namespace, or in all."""
     if namespace:
@@ -175,13 +194,13 @@ class WatchStream:
                         break
                     buffer = rest
                     if line.strip():
-                        yield json.loads(line)
+                        yield orjson.loads(line)
         except (urllib3.exceptions.HTTPError, OSError) as error:
             raise ApiError(0, type(error).__name__, str(error)[:500]) from None
         finally:
             self.close()
         if buffer.strip():
-            yield json.loads(buffer)
+            yield orjson.loads(buffer)
 
     def close(self) -> None:
         """End the stream; safe from another thread (it unblocks a pending read)."""
@@ -266,12 +285,14 @@ class Kube:
             data = response.read()
         except (urllib3.exceptions.HTTPError, OSError, ApiException) as error:
             # No answer (timeout, reset, refused): transient, like a 5xx.
-            metrics.API_REQUESTS.labels(method=method, code="0").inc()
+            metrics.API_REQUESTS.labels(method=method, resource=resource_of(url), code="0").inc()
             raise ApiError(0, type(error).__name__, str(error)[:500]) from None
-        metrics.API_REQUESTS.labels(method=method, code=str(response.status)).inc()
+        metrics.API_REQUESTS.labels(
+            method=method, resource=resource_of(url), code=str(response.status)
+        ).inc()
         try:
-            decoded: dict[str, Any] = json.loads(data) if data else {}
-        except ValueError:
+            decoded: dict[str, Any] = orjson.loads(data) if data else {}
+        except ValueError:  # orjson.JSONDecodeError is a ValueError
             if response.status < 400:
                 raise
             decoded = {}  # A plain-text error, e.g. "404 page not found" from discovery.
@@ -329,10 +350,16 @@ class Kube:
             )
         return WatchStream(response.response)
 
-    def apply(self, manifest: dict[str, Any], manager: str = MANAGER) -> dict[str, Any]:
+    def apply(
+        self, manifest: dict[str, Any], manager: str = MANAGER, *, create_only: bool = False
+    ) -> dict[str, Any]:
         """Server-side apply under the operator's field manager, taking over our fields.
 
         Another ``manager`` applies without force: a conflict is an error, not a takeover.
+        ``create_only``: create the object by this apply, or fail with 409 Conflict when
+        an object of that name exists (ours or anyone's) and leave it untouched: the
+        apply carries a resourceVersion no object can have, a precondition the API
+        server checks against an existing object and ignores on create.
         """
         meta = manifest["metadata"]
         if self.owner_guard is not None:
@@ -340,6 +367,8 @@ class Kube:
         query = {"fieldManager": manager}
         if manager == MANAGER:
             query["force"] = "true"
+        if create_only:
+            manifest = {**manifest, "metadata": {**meta, "resourceVersion": NO_VERSION}}
         return self.request(
             "PATCH",
             path(manifest["kind"], meta["namespace"], meta["name"]),

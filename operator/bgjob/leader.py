@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -62,6 +63,11 @@ class LeaderElector:
         self._observed_at = 0.0
         # When the last successful acquire or renewal was sent (None: never held).
         self._renewed_at: float | None = None
+        # A renewal still in flight in its thread must not overwrite the release (a
+        # 409 for the release, and the Lease held until it expires): one at a time,
+        # and nothing after the release.
+        self._lock = threading.Lock()
+        self._released = False
 
     def fence(self) -> float:
         """Seconds a write may take from now; raises Fenced past the renew deadline."""
@@ -88,6 +94,12 @@ class LeaderElector:
 
     def try_acquire_or_renew(self) -> bool:
         """One attempt: True when this process holds the Lease afterwards."""
+        with self._lock:
+            if self._released:
+                return False
+            return self._try_acquire_or_renew()
+
+    def _try_acquire_or_renew(self) -> bool:
         sent = self.clock()
         try:
             lease = self.kube.request("GET", self._url(), timeout=LEASE_TIMEOUT)
@@ -141,8 +153,13 @@ class LeaderElector:
 
     def release(self) -> None:
         """Give the Lease up at once so a standby takes over without waiting for expiry."""
+        self._renewed_at = None  # nothing more from this process
+        with self._lock:  # after a renewal in flight, if any; none starts afterwards
+            self._released = True
+            self._release()
+
+    def _release(self) -> None:
         try:
-            self._renewed_at = None  # nothing more from this process
             lease = self.kube.request("GET", self._url(), timeout=LEASE_TIMEOUT)
             if (lease.get("spec") or {}).get("holderIdentity") != self.identity:
                 return

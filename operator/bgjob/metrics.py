@@ -53,8 +53,8 @@ RECONCILE_DEGRADED = Counter(
 # Named and labelled as client-go's, so existing dashboards for Go controllers read it.
 API_REQUESTS = Counter(
     "rest_client_requests",
-    "Requests sent to the API server, by method and HTTP code (0: no answer).",
-    ["method", "code"],
+    "Requests sent to the API server, by method, resource and HTTP code (0: no answer).",
+    ["method", "resource", "code"],
 )
 QUEUE_PROBES = Counter(
     "bgjob_queue_probes_total",

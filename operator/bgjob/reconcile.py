@@ -356,21 +356,32 @@ class Reconciler:
         bgj = work.bgj
         kind, name = desired["kind"], desired["metadata"]["name"]
         current = cached = work.children.get((kind, name))
+        applied = None
         if current is None:
-            # The cache holds only labelled children: never take over someone else's object.
-            current = self.kube.get(kind, bgj.metadata.namespace, name)
+            # Not cached: create it, unless that name is taken. The cache holds only
+            # labelled children, so an object there may be someone else's (never taken
+            # over) or ours not seen yet: a create-only apply fails on either, and only
+            # then one GET tells them apart (client-go controllers create, then read on
+            # AlreadyExists).
+            try:
+                applied = self._apply_or_problem(work, desired, create_only=True)
+            except ApiError as error:
+                if error.status != 409:
+                    raise
+                current = self.kube.get(kind, bgj.metadata.namespace, name)
+                if current is None:
+                    raise TransientError(f"{kind} {name} was there, then gone") from None
+            if applied is None and current is None:
+                return None  # rejected: work.problem says why
         if current is not None and not controlled_by(current, bgj.metadata.uid):
             self._conflict(work, current)
             return None
-        if not needs_apply(current, desired):
-            return None
-        try:
-            applied = self.kube.apply(desired)
-        except ApiError as error:
-            if not error.permanent:
-                raise
-            work.problem = Problem("ApplyFailed", f"{kind} {name} was rejected: {error.message}")
-            return None
+        if applied is None:
+            if not needs_apply(current, desired):
+                return None
+            applied = self._apply_or_problem(work, desired)
+            if applied is None:
+                return None
         seen = cached["metadata"].get("resourceVersion") if cached else None
         self.store.refresh_child(applied, kind, desired["apiVersion"], seen)
         work.children[(kind, name)] = applied
@@ -379,6 +390,19 @@ class Reconciler:
             work.event("Normal", "Created", f"created {kind} {name}")
         log.info("%s kind=%s name=%s namespace=%s", verb, kind, name, bgj.metadata.namespace)
         return applied
+
+    def _apply_or_problem(
+        self, work: Pass, desired: Body, *, create_only: bool = False
+    ) -> Body | None:
+        """Apply one child; a rejection (invalid, forbidden) becomes the pass's Problem."""
+        try:
+            return self.kube.apply(desired, create_only=create_only)
+        except ApiError as error:
+            if not error.permanent:
+                raise
+            kind, name = desired["kind"], desired["metadata"]["name"]
+            work.problem = Problem("ApplyFailed", f"{kind} {name} was rejected: {error.message}")
+            return None
 
     def _floor_at_busy_pods(
         self, bgj: BackgroundJob, children: dict[ChildKey, Body], queue: View

@@ -258,6 +258,17 @@ def controller_of(body: Body) -> tuple[str, str] | None:
     return None
 
 
+def _same_version(cached: Body, body: Body) -> bool:
+    """Whether ``body`` is the very object cached: same uid, same resourceVersion."""
+    meta, held = body.get("metadata") or {}, cached["metadata"]
+    version = meta.get("resourceVersion")
+    return (
+        version is not None
+        and str(version) == _version(cached)
+        and (meta.get("uid") or "") == (held.get("uid") or "")
+    )
+
+
 def _version(body: Body | None) -> str | None:
     if body is None:
         return None
@@ -299,6 +310,16 @@ class Store:
     def put_bgjob(self, body: Body) -> Key:
         """Remember the latest version of a BackgroundJob; adopt children waiting for it."""
         with self._lock:
+            return self._put_bgjob(trim(body))
+
+    def update_bgjob(self, body: Body) -> Key | None:
+        """A watch event's BackgroundJob: stored, and its key; None when the cache holds
+        that very version already (the echo of our own write, stored when it was
+        answered): nothing new to reconcile."""
+        with self._lock:
+            cached = self._bgjobs.get(key_of(body))
+            if cached is not None and _same_version(cached, body):
+                return None
             return self._put_bgjob(trim(body))
 
     def _put_bgjob(self, trimmed: Body) -> Key:
@@ -386,6 +407,18 @@ class Store:
         """Remember a child; returns its owner's key when a cached BackgroundJob owns it."""
         with self._lock:
             return self._put_child(trim(body, kind, api_version))
+
+    def update_child(self, body: Body, kind: str, api_version: str) -> tuple[bool, Key | None]:
+        """A watch event's child: whether it was new to the cache (False: that very
+        version is cached already, the echo of our own write), and its owner's key when
+        a cached BackgroundJob owns it."""
+        meta = body["metadata"]
+        cid: ChildId = (kind, meta.get("namespace") or "default", meta["name"])
+        with self._lock:
+            cached = self._find(cid)
+            if cached is not None and _same_version(cached, body):
+                return False, None
+            return True, self._put_child(trim(body, kind, api_version))
 
     def _owner(self, child: Body) -> Key | None:
         """The cached BackgroundJob that controls ``child`` (directly or through a CronJob)."""

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.support import Kubectl, bgjob, condition, events
+from tests.e2e.support import Kubectl, bgjob, condition, events, eventually
 
 REJECTED: list[tuple[str, dict[str, Any], str]] = [
     ("no-trigger", {"trigger": {}}, "spec.trigger"),
@@ -165,3 +165,40 @@ def test_a_pod_template_the_api_server_rejects_is_degraded(kubectl: Kubectl, ns:
     degraded = condition(kubectl.get("bgj", "broken", ns), "Degraded")
     assert degraded["reason"] == "ApplyFailed"  # type: ignore[index]
     assert "volumes[0].name" in degraded["message"]  # type: ignore[index]
+
+
+def test_a_name_taken_by_someone_elses_object_is_left_alone(kubectl: Kubectl, ns: str) -> None:
+    # The child is created by an apply that only creates: on a name already taken it
+    # fails, and the object there, not ours, is never written to.
+    theirs = {
+        "apiVersion": "batch/v1",
+        "kind": "CronJob",
+        "metadata": {"name": "taken"},
+        "spec": {
+            "schedule": "5 4 * * *",
+            "jobTemplate": {
+                "spec": {
+                    "template": {
+                        "spec": {
+                            "restartPolicy": "Never",
+                            "containers": [{"name": "theirs", "image": "busybox:1.36"}],
+                        }
+                    }
+                }
+            },
+        },
+    }
+    kubectl.apply(theirs, ns)
+    kubectl.apply(bgjob("taken", {"trigger": {"schedule": {"cron": "0 3 * * *"}}}), ns)
+
+    def conflict() -> dict[str, Any] | None:
+        ready = condition(kubectl.get("bgj", "taken", ns), "Ready")
+        return ready if ready and ready.get("reason") == "NameConflict" else None
+
+    ready = eventually(conflict)
+    assert ready["status"] == "False"
+    assert "CronJob named taken" in ready["message"]
+    cronjob = kubectl.get("cronjob", "taken", ns)
+    assert cronjob is not None
+    assert cronjob["spec"]["schedule"] == "5 4 * * *"
+    assert not cronjob["metadata"].get("ownerReferences")

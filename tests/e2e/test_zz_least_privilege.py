@@ -61,6 +61,12 @@ UNUSED_BUT_NEEDED: dict[Permission, str] = {
     "the watch unbroken the cache answers, so a session without a watch gap never GETs",
     ("batch", "jobs", "get"): "read only when creating a run's Job conflicts (409): "
     "a Job of that name exists already",
+    **{
+        (group, resource, "get"): "read only when the create-only apply of a workload the "
+        "cache does not hold conflicts (409): the name is taken, by someone else's object "
+        "or ours not seen yet"
+        for group, resource in (("apps", "deployments"), ("apps", "statefulsets"))
+    },
     ("coordination.k8s.io", "leases", "create"): "leader election only (--leader-elect, "
     "replicaCount > 1); the e2e operator runs alone",
     ("coordination.k8s.io", "leases", "get"): "leader election only",

@@ -83,3 +83,31 @@ def test_drops_are_logged_once_per_hundred_not_each(caplog: pytest.LogCaptureFix
     lines = [r for r in caplog.records if "events dropped" in r.getMessage()]
     assert sender.dropped >= 200
     assert 2 <= len(lines) <= 4
+
+
+class Stuck:
+    """Holds every Event about the object ``slow`` until released; records the rest."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.sent: list[str] = []
+        self.other = threading.Event()
+
+    def event(self, involved: dict[str, Any], kind: str, reason: str, message: str) -> None:
+        if involved["metadata"]["name"] == "slow":
+            self.release.wait(5)
+        self.sent.append(involved["metadata"]["name"])
+        if involved["metadata"]["name"] != "slow":
+            self.other.set()
+
+
+def test_a_slow_event_does_not_hold_up_other_objects_events() -> None:
+    kube = Stuck()
+    sender = EventSender(kube)  # type: ignore[arg-type]
+    sender.send({"metadata": {"name": "slow", "namespace": "shop"}}, "Normal", "Created", "m")
+    for i in range(20):  # some land on other threads than the slow one
+        sender.send({"metadata": {"name": f"w{i}", "namespace": "shop"}}, "Normal", "Created", "m")
+    assert kube.other.wait(5)
+    assert "slow" not in kube.sent
+    kube.release.set()
+    sender.stop()

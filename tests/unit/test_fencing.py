@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -136,6 +138,40 @@ def test_a_closing_kube_sends_no_write_even_without_a_fence(method: str) -> None
     kube.closing = True  # SIGTERM: a reconcile in flight stops at its next write
     with pytest.raises(Fenced, match="stopping"):
         kube.request(method, "/apis/apps/v1/namespaces/shop/deployments/x", body={})
+
+
+class SlowLease(Lease):
+    """A Lease whose first PUT waits until the test lets it go (a renewal in flight)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.put_started, self.go = threading.Event(), threading.Event()
+
+    def request(self, method: str, url: str, **kwargs: Any) -> dict[str, Any]:
+        if method == "PUT" and not self.go.is_set():
+            self.put_started.set()
+            self.go.wait(5)
+        return super().request(method, url, **kwargs)
+
+
+def test_a_renewal_in_flight_at_shutdown_does_not_keep_the_lease() -> None:
+    clock, lease = Clock(), SlowLease()
+    leader = elector(clock, lease)
+    lease.go.set()
+    assert leader.try_acquire_or_renew()
+    lease.go.clear()
+    renewal = threading.Thread(target=leader.try_acquire_or_renew)
+    renewal.start()
+    assert lease.put_started.wait(5)
+    releasing = threading.Thread(target=leader.release)
+    releasing.start()
+    time.sleep(0.1)
+    lease.go.set()  # the renewal lands first; the release then reads it and gives it up
+    renewal.join(5)
+    releasing.join(5)
+    assert lease.spec["holderIdentity"] is None
+    assert not leader.try_acquire_or_renew()  # nothing renews after the release
+    assert lease.spec["holderIdentity"] is None
 
 
 def test_a_closing_kube_still_reads_and_releases_its_lease() -> None:

@@ -237,9 +237,13 @@ class FakeKube:
         self.calls: list[tuple[str, str, str]] = []
         self.statuses: list[dict[str, Any]] = []
 
-    def apply(self, manifest: dict[str, Any], manager: str = MANAGER) -> dict[str, Any]:
+    def apply(
+        self, manifest: dict[str, Any], manager: str = MANAGER, *, create_only: bool = False
+    ) -> dict[str, Any]:
         kind, name = manifest["kind"], manifest["metadata"]["name"]
         self.calls.append(("apply", kind, manager))
+        if create_only and (kind, name) in self.objects:
+            raise ApiError(409, "Conflict", "the object has been modified")
         served = copy.deepcopy(manifest)
         if kind in ("Deployment", "StatefulSet"):
             served["spec"].setdefault("replicas", 1)

@@ -57,7 +57,9 @@ class FakeKube:
             raise self.pods
         return copy.deepcopy(self.pods)
 
-    def apply(self, manifest: dict[str, Any], manager: str = MANAGER) -> dict[str, Any]:
+    def apply(
+        self, manifest: dict[str, Any], manager: str = MANAGER, *, create_only: bool = False
+    ) -> dict[str, Any]:
         self.calls.append(("apply", manifest["kind"], manifest["metadata"]["name"]))
         return copy.deepcopy(manifest)
 
@@ -138,7 +140,9 @@ def test_a_schedule_is_suspended_while_a_manual_run_is_active_under_forbid() -> 
     store.put_bgjob(body(NAME, trigger=SCHEDULE, status={"runNowHandled": "first"}))
     store.put_child(owned("Job", f"{NAME}-m1", run="manual"), "Job", "batch/v1")
     applied: list[dict[str, Any]] = []
-    kube.apply = lambda manifest, manager=MANAGER: applied.append(manifest) or manifest  # type: ignore[method-assign]
+    kube.apply = lambda manifest, manager=MANAGER, create_only=False: (
+        applied.append(manifest) or manifest
+    )  # type: ignore[method-assign]
     Reconciler(cast(Kube, kube), store, clock=lambda: NOW).reconcile(KEY)
     [cronjob] = applied
     assert cronjob["spec"]["suspend"] is True
@@ -168,7 +172,9 @@ def singleton_run_now(kube: FakeKube, *cached: dict[str, Any]) -> list[dict[str,
         store.put_child(child, child["kind"], child["apiVersion"])
     applied: list[dict[str, Any]] = []
 
-    def apply(manifest: dict[str, Any], manager: str = MANAGER) -> dict[str, Any]:
+    def apply(
+        manifest: dict[str, Any], manager: str = MANAGER, *, create_only: bool = False
+    ) -> dict[str, Any]:
         kube.calls.append(("apply", manifest["kind"], manifest["metadata"]["name"]))
         applied.append(manifest)
         return copy.deepcopy(manifest)

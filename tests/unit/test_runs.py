@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from specs import CREATED, body
 
 from bgjob.api.models import parse
-from bgjob.kube import Kube
+from bgjob.kube import ApiError, Kube
 from bgjob.reconcile import Reconciler
 from bgjob.runs import (
     confirm_runs,
@@ -520,7 +520,11 @@ class Cluster:
         self.objects[(obj["kind"], meta["name"])] = obj
         return copy.deepcopy(obj)
 
-    def apply(self, manifest: dict[str, Any], manager: str = "") -> dict[str, Any]:
+    def apply(
+        self, manifest: dict[str, Any], manager: str = "", *, create_only: bool = False
+    ) -> dict[str, Any]:
+        if create_only and (manifest["kind"], manifest["metadata"]["name"]) in self.objects:
+            raise ApiError(409, "Conflict", "the object has been modified")
         return self._stamp(manifest)
 
     def create(self, manifest: dict[str, Any]) -> dict[str, Any]:

@@ -87,6 +87,25 @@ def test_an_event_that_arrived_during_our_apply_is_not_overwritten() -> None:
     assert cached(store)["status"]["observedGeneration"] == 2
 
 
+def test_the_echo_of_our_own_writes_is_nothing_new_and_anything_else_is() -> None:
+    store = Store()
+    assert store.update_bgjob(bgjob(version="1")) == (NS, "solo")  # first seen
+    written = {**bgjob(version="2"), "status": {"observedGeneration": 1}}
+    store.refresh_bgjob(written, seen_version="1")  # our status write's answer
+    assert store.update_bgjob(written) is None  # its watch event: our own write
+    assert store.update_bgjob(bgjob(version="3")) == (NS, "solo")  # someone else's edit
+
+    store.refresh_child(statefulset("7", 0), "StatefulSet", "apps/v1", seen_version=None)
+    assert store.update_child(statefulset("7", 0), "StatefulSet", "apps/v1") == (False, None)
+    assert store.update_child(statefulset("9", 1), "StatefulSet", "apps/v1") == (
+        True,
+        (NS, "solo"),
+    )
+    assert cached(store)["status"]["observedGeneration"] == 1
+    # A new object under the same name and version is new, whatever the version says.
+    assert store.update_bgjob(bgjob(uid="uid-solo-2", version="3")) == (NS, "solo")
+
+
 @pytest.mark.parametrize(
     ("child", "held"),
     [
