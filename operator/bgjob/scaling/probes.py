@@ -721,16 +721,12 @@ end
 return {redis.call('ZCARD', KEYS[1]), out}
 """
 
-# Per (exchange key, routing key): 0 no binding, -1 too many to look through, 1 a binding
-# of this queue with this routing key, 2 a topic binding of this queue with wildcards
-# (may match), 3 bindings that do not lead to this queue.
-CELERY_ROUTE_NONE, CELERY_ROUTE_MANY, CELERY_ROUTE_OURS, CELERY_ROUTE_MAYBE, CELERY_ROUTE_OTHER = (
-    0,
-    -1,
-    1,
-    2,
-    3,
-)
+# What the bindings script answers per (exchange, routing key) of the entries read.
+CELERY_ROUTE_NONE = 0  # the exchange has no binding
+CELERY_ROUTE_MANY = -1  # more than CELERY_BINDINGS_READ bindings: not looked through
+CELERY_ROUTE_OURS = 1  # a binding of this queue with this very routing key
+CELERY_ROUTE_MAYBE = 2  # a topic binding of this queue with wildcards: may match
+CELERY_ROUTE_OTHER = 3  # bindings, none of them leading to this queue
 _CELERY_BINDINGS = """
 local queue, cap, sep = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local out = {}
