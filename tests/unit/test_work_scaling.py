@@ -25,9 +25,18 @@ from bgjob.scaling.decision import (
 )
 from bgjob.scaling.network import NetworkPolicy
 from bgjob.scaling.probes import (
+    CELERY_GONE,
+    CELERY_NOT_READ,
+    CELERY_ROUTE_MANY,
+    CELERY_ROUTE_MAYBE,
+    CELERY_ROUTE_NONE,
+    CELERY_ROUTE_OTHER,
+    CELERY_ROUTE_OURS,
     QueueRef,
     RQQueueReply,
     Work,
+    celery_owned,
+    celery_route,
     celery_unacked,
     celery_work,
     rq_work,
@@ -472,26 +481,89 @@ def unacked(exchange: str, routing_key: str) -> bytes:
 
 
 @pytest.mark.parametrize(
-    ("total", "read", "counted", "unknown"),
+    ("tail", "route"),
+    [
+        (unacked("emails", "emails"), ("emails", "emails")),
+        (unacked("", "emails"), ("", "emails")),
+        (unacked("media", "media.video"), ("media", "media.video")),
+        # Escapes inside the strings (kombu's JSON is ASCII, non-ASCII escaped as \uXXXX).
+        (unacked('ex"q\\', 'caf\u00e9 \\"'), ('ex"q\\', 'caf\u00e9 \\"')),
+        (b'[{"b": 1}, "a" , "b" ]\n', ("a", "b")),
+        # Only the end of a big entry is read: the cut falls inside the message.
+        (unacked("q", "q")[-40:], ("q", "q")),
+        (b'\x80\x81yte", "q", "q"]', ("q", "q")),
+        # Not kombu's: no full parse of the tenant's JSON, nothing raised.
+        (b"[" * 16_000, None),
+        (b"{not json", None),
+        (b'["m", 1, 2]', None),
+        (b'["m", "q", 2]', None),
+        (b'"q", "q"]', None),  # no message before the two strings
+        (b'["m", "q" "q"]', None),
+        (b'["m", "q", "\\u12"]', None),
+        (b'["m", "q", "q"', None),
+        (b"", None),
+    ],
+)
+def test_celery_route_is_read_from_the_end_of_an_unacked_entry(
+    tail: bytes, route: tuple[str, str] | None
+) -> None:
+    assert celery_route(tail) == route
+
+
+@pytest.mark.parametrize(
+    ("exchange", "routing_key", "route", "owned"),
+    [
+        # The anonymous exchange routes to the queue named by the routing key.
+        ("", "emails", None, True),
+        ("", "reports", None, False),
+        # A named exchange: its bindings in _kombu.binding.<exchange> decide.
+        ("media", "media.video", CELERY_ROUTE_OURS, True),
+        ("emails", "emails", CELERY_ROUTE_OTHER, False),  # named like the queue, not bound
+        ("media", "media.audio", CELERY_ROUTE_OTHER, False),
+        # Cannot tell: counted, said.
+        ("emails", "emails", CELERY_ROUTE_NONE, None),
+        ("media", "x", CELERY_ROUTE_NONE, None),
+        ("media", "x", CELERY_ROUTE_MANY, None),
+        ("events", "emails.new", CELERY_ROUTE_MAYBE, None),
+        ("events", "emails.new", None, None),
+    ],
+)
+def test_celery_owner_follows_kombus_routing(
+    exchange: str, routing_key: str, route: int | None, owned: bool | None
+) -> None:
+    assert celery_owned("emails", exchange, routing_key, route) is owned
+
+
+@pytest.mark.parametrize(
+    ("indexed", "read", "counted", "unknown"),
     [
         (0, [], 0, 0),
-        # Celery's default routing: exchange and routing key are the queue's name.
+        # Celery's default routing, bound or through the anonymous exchange.
         (2, [unacked("emails", "emails"), unacked("", "emails")], 2, 0),
-        (1, [unacked("emails", "x")], 1, 0),  # bound through the queue's own exchange
+        (1, [unacked("mail", "send")], 1, 0),  # bound by another routing key
         # Another queue's tasks in hand on the same database do not count.
         (3, [unacked("reports", "reports")] * 2 + [unacked("emails", "emails")], 1, 0),
-        # Not read (too big for the budget) or not kombu's entry: counted, said.
-        (2, [None, b"{not json"], 2, 2),
+        # Not read (tag or entry too big) or not kombu's entry: counted, said.
+        (2, [CELERY_NOT_READ, b"{not json"], 2, 2),
         (2, [b'["m", 1, 2]', unacked("reports", "reports")], 1, 1),
-        # Beyond the entries read (the cap): counted, said.
+        (1, [unacked("nobind", "emails")], 1, 1),  # no binding found
+        # Acknowledged meanwhile, or an index entry whose field is gone: not in hand.
+        (3, [CELERY_GONE, CELERY_GONE, unacked("emails", "emails")], 1, 0),
+        # Index entries beyond those read: counted, said, whatever was read.
         (200, [unacked("reports", "reports")] * 128, 72, 72),
+        (328, [CELERY_GONE] * 128, 200, 200),
     ],
 )
 def test_celery_unacknowledged_messages_count_for_their_own_queue_only(
-    total: int, read: list[bytes | None], counted: int, unknown: int
+    indexed: int, read: list[bytes | int], counted: int, unknown: int
 ) -> None:
-    listed = len(read)
-    assert celery_unacked("emails", total, listed, read) == (counted, unknown)
+    routes = {
+        ("emails", "emails"): CELERY_ROUTE_OURS,
+        ("mail", "send"): CELERY_ROUTE_OURS,
+        ("reports", "reports"): CELERY_ROUTE_OTHER,
+        ("nobind", "emails"): CELERY_ROUTE_NONE,
+    }
+    assert celery_unacked("emails", indexed, read, routes) == (counted, unknown)
 
 
 def test_celery_messages_not_attributed_are_said_in_status() -> None:

@@ -672,51 +672,186 @@ def _worker_fields(client: _RedisClient, keys: list[str]) -> dict[str, dict[str,
 #   <queue>\x06\x16<3|6|9>       lists of the other default priority steps
 #   unacked                    hash delivery_tag -> JSON [message, exchange, routing key],
 #                              delivered and not acknowledged, for every queue of the
-#                              database
-#   unacked_index              zset delivery_tag -> delivery time
+#                              database; written and deleted with its index entry in one
+#                              transaction (a field without one is never restored: not work)
+#   unacked_index              zset delivery_tag -> delivery time (a tag whose hash field
+#                              is gone is dropped by kombu's next restore pass)
+#   _kombu.binding.<exchange>  set of "routing key\x06\x16pattern\x06\x16queue": the queues an
+#                              exchange routes to (pattern: a topic binding's regex, else "")
 CELERY_PRIORITY_SEP = "\x06\x16"
 CELERY_PRIORITY_STEPS = (3, 6, 9)
-# Unacknowledged messages read per probe (the newest), each at most CELERY_MESSAGE_BYTES
-# and all together at most CELERY_UNACKED_BYTES (within the call's READ_BUDGET_BYTES):
-# one in the workers' hands counts for the queue whose name is its routing key (or
-# exchange, Celery's default routing). One not read (beyond the cap, too big, not
-# kombu's JSON) counts too: a pool may count another's task, never miss its own.
+CELERY_BINDING_PREFIX = "_kombu.binding."
+# Unacknowledged messages read per probe (the newest in unacked_index). Of each only the
+# last CELERY_TAIL_BYTES are returned (kombu's JSON ends with the exchange and routing
+# key), cut on the server; a tag longer than kombu's (a UUID) is not read. The server
+# copies at most CELERY_ENTRY_BYTES of one entry and CELERY_SERVER_BYTES in all to cut
+# them. An entry that cannot be attributed counts for the queue: a pool may count
+# another's task in hand (and says so), never miss its own.
 CELERY_UNACKED_READ = 128
-CELERY_MESSAGE_BYTES = 16 * 1024
-CELERY_UNACKED_BYTES = 160 * 1024
+CELERY_TAG_BYTES = 64
+CELERY_TAIL_BYTES = 1024
+CELERY_ENTRY_BYTES = 8 * 2**20
+CELERY_SERVER_BYTES = 64 * 2**20
+# Members of one exchange's binding set the server looks through (SCARD first).
+CELERY_BINDINGS_READ = 1024
+# What the tail script returns for an entry not read, and for a tag no longer in the hash.
+CELERY_NOT_READ = -1
+CELERY_GONE = 0
+
+_CELERY_TAILS = """
+local tags = redis.call('ZREVRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1)
+local maxtag, tail = tonumber(ARGV[2]), tonumber(ARGV[3])
+local maxentry, left = tonumber(ARGV[4]), tonumber(ARGV[5])
+local out = {}
+for i, tag in ipairs(tags) do
+  if #tag > maxtag then
+    out[i] = -1
+  else
+    local size = redis.call('HSTRLEN', KEYS[2], tag)
+    if size == 0 then
+      out[i] = 0
+    elseif size > maxentry or size > left then
+      out[i] = -1
+    else
+      left = left - size
+      out[i] = string.sub(redis.call('HGET', KEYS[2], tag), -tail)
+    end
+  end
+end
+return {redis.call('ZCARD', KEYS[1]), out}
+"""
+
+# What the bindings script answers per (exchange, routing key) of the entries read.
+CELERY_ROUTE_NONE = 0  # the exchange has no binding
+CELERY_ROUTE_MANY = -1  # more than CELERY_BINDINGS_READ bindings: not looked through
+CELERY_ROUTE_OURS = 1  # a binding of this queue with this very routing key
+CELERY_ROUTE_MAYBE = 2  # a topic binding of this queue with wildcards: may match
+CELERY_ROUTE_OTHER = 3  # bindings, none of them leading to this queue
+_CELERY_BINDINGS = """
+local queue, cap, sep = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local out = {}
+for i, key in ipairs(KEYS) do
+  local rk = ARGV[3 + i]
+  local n = redis.call('SCARD', key)
+  if n == 0 then
+    out[i] = 0
+  elseif n > cap then
+    out[i] = -1
+  else
+    local code = 3
+    for _, m in ipairs(redis.call('SMEMBERS', key)) do
+      local a = string.find(m, sep, 1, true)
+      local b = a and string.find(m, sep, a + #sep, true)
+      if b then
+        local bkey = string.sub(m, 1, a - 1)
+        local pattern = string.sub(m, a + #sep, b - 1)
+        if string.sub(m, b + #sep) == queue then
+          if bkey == rk then
+            code = 1
+            break
+          elseif pattern ~= '' and string.find(bkey, '[%*#]') then
+            code = 2
+          end
+        end
+      end
+    end
+    out[i] = code
+  end
+end
+return out
+"""
 
 
-def celery_owner(raw: bytes) -> tuple[str, str] | None:
-    """(exchange, routing key) of one ``unacked`` entry, or None when it is not kombu's
-    ``[message, exchange, routing_key]``."""
-    try:
-        entry = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+def _json_string_before(text: str, end: int) -> tuple[str, int] | None:
+    """The JSON string that ends (closing quote) at ``end`` and where it opens, scanning
+    back: the first quote not escaped (an even run of backslashes before it)."""
+    i = end - 1
+    while i >= 0:
+        if text[i] == '"':
+            slashes = 0
+            while i - 1 - slashes >= 0 and text[i - 1 - slashes] == "\\":
+                slashes += 1
+            if slashes % 2 == 0:
+                try:
+                    value = json.loads(text[i : end + 1])
+                except ValueError:
+                    return None
+                return (value, i) if isinstance(value, str) else None
+            i -= slashes + 1
+        else:
+            i -= 1
+    return None
+
+
+def celery_route(tail: bytes) -> tuple[str, str] | None:
+    """(exchange, routing key) from the end of one ``unacked`` entry (kombu's
+    ``[message, "exchange", "routing key"]``), or None when it does not end so. Never a
+    full parse of the tenant's JSON: a bounded scan back over the last two strings."""
+    # The cut may fall inside a multi-byte character (of the message, never of the two
+    # strings: kombu's JSON escapes non-ASCII).
+    text = tail.decode(errors="replace").rstrip()
+    if not text.endswith("]"):
         return None
-    if (
-        isinstance(entry, list)
-        and len(entry) == 3
-        and isinstance(entry[1], str)
-        and isinstance(entry[2], str)
-    ):
-        return entry[1], entry[2]
+    end = len(text[:-1].rstrip()) - 1
+    if end < 0 or text[end] != '"':
+        return None
+    routing = _json_string_before(text, end)
+    if routing is None:
+        return None
+    key, start = routing
+    comma = len(text[:start].rstrip()) - 1
+    if comma < 0 or text[comma] != ",":
+        return None
+    end = len(text[:comma].rstrip()) - 1
+    if end < 0 or text[end] != '"':
+        return None
+    exchange = _json_string_before(text, end)
+    if exchange is None:
+        return None
+    name, start = exchange
+    before = text[:start].rstrip()
+    if not before.endswith(","):
+        return None
+    return name, key
+
+
+def celery_owned(queue: str, exchange: str, routing_key: str, route: int | None) -> bool | None:
+    """Whether a message routed by (exchange, routing key) was taken from ``queue``: kombu's
+    lookup, from the exchange's bindings (``route``, a CELERY_ROUTE_* code). None: cannot
+    tell (no binding, too many, a topic pattern of this queue). The anonymous exchange
+    ("") routes to the queue named by the routing key."""
+    if not exchange:
+        return routing_key == queue
+    if route == CELERY_ROUTE_OURS:
+        return True
+    if route == CELERY_ROUTE_OTHER:
+        return False
     return None
 
 
 def celery_unacked(
-    queue: str, total: int, listed: int, read: list[bytes | None]
+    queue: str,
+    indexed: int,
+    read: list[bytes | int],
+    routes: dict[tuple[str, str], int],
 ) -> tuple[int, int]:
-    """(messages in hand counted for ``queue``, of those how many were not attributed)
-    from HLEN ``total``, the ``listed`` newest delivery tags and the entries read of
-    them (None: not read, too big for the budget). Pure."""
+    """(messages in hand counted for ``queue``, of those how many were not attributed),
+    from ZCARD ``indexed`` of unacked_index, the newest entries as the tail script
+    returned them (a tail, CELERY_NOT_READ or CELERY_GONE) and the bindings' answer
+    per (exchange, routing key). Pure. Index entries beyond those read count as
+    unknown; hash fields with no index entry are never counted."""
     ours = unknown = 0
-    for raw in read:
-        owner = celery_owner(raw) if raw is not None else None
-        if owner is None:
+    for item in read:
+        if isinstance(item, int):
+            unknown += item != CELERY_GONE
+            continue
+        route = celery_route(item)
+        owned = None if route is None else celery_owned(queue, *route, routes.get(route))
+        if owned is None:
             unknown += 1
-        elif queue in owner:
+        elif owned:
             ours += 1
-    unknown += max(0, total - listed)
+    unknown += max(0, indexed - len(read))
     return ours + unknown, unknown
 
 
@@ -733,16 +868,18 @@ def celery_work(
     note = None
     if unattributed:
         note = (
-            f"{unattributed} unacknowledged message(s) of the database were not read "
-            f"(over {CELERY_UNACKED_READ} or too big) and count for this queue too"
+            f"{unattributed} unacknowledged message(s) of the database could not be "
+            f"attributed to a queue (beyond the newest {CELERY_UNACKED_READ}, not kombu's, "
+            "or its exchange's bindings not found) and count for this queue too"
         )
     return Work(backlog=sum(waiting) + unacked, activity=(unacked, newest), note=note)
 
 
 class CeleryProbe(RedisProbe):
     """Messages waiting and unacknowledged on a Celery queue (kombu's Redis transport):
-    three pipelined round trips, each bounded: the lengths; the sizes of the newest
-    unacknowledged entries (HSTRLEN); those entries that fit the byte budget."""
+    three bounded round trips: the lengths; the tails of the newest unacknowledged
+    entries (a Lua script cuts them on the server); the bindings of their exchanges
+    (another script answers one code per exchange and routing key)."""
 
     def backlog(self, queue: QueueRef, timeout: float) -> int | Work:
         def read(client: _RedisClient) -> Work:
@@ -750,49 +887,51 @@ class CeleryProbe(RedisProbe):
             pipe.llen(queue.name)
             for step in CELERY_PRIORITY_STEPS:
                 pipe.llen(f"{queue.name}{CELERY_PRIORITY_SEP}{step}")
-            pipe.hlen("unacked")
             pipe.zrevrange("unacked_index", 0, 0, withscores=True)
-            pipe.zrevrange("unacked_index", 0, CELERY_UNACKED_READ - 1)
-            *waiting, total, latest, tags = pipe.execute()
-            entries = _unacked_entries(client, [bytes(t) for t in tags])
-            unacked, unattributed = celery_unacked(queue.name, int(total), len(tags), entries)
+            pipe.eval(
+                _CELERY_TAILS,
+                2,
+                "unacked_index",
+                "unacked",
+                CELERY_UNACKED_READ,
+                CELERY_TAG_BYTES,
+                CELERY_TAIL_BYTES,
+                CELERY_ENTRY_BYTES,
+                CELERY_SERVER_BYTES,
+            )
+            *waiting, latest, (indexed, tails) = pipe.execute()
+            read_ = [t if isinstance(t, int) else bytes(t) for t in tails]
+            routes = _celery_routes(client, queue.name, read_)
+            unacked, unattributed = celery_unacked(queue.name, int(indexed), read_, routes)
             return celery_work([int(n) for n in waiting], unacked, list(latest), unattributed)
 
         return self._read("celery", queue, timeout, read)
 
 
-def _unacked_entries(client: _RedisClient, tags: list[bytes]) -> list[bytes | None]:
-    """The ``unacked`` entries of these delivery tags that fit CELERY_MESSAGE_BYTES and,
-    newest first, CELERY_UNACKED_BYTES (None for the others); tags acknowledged since
-    the index was read are left out."""
-    if not tags:
-        return []
-    pipe = client.client.pipeline(transaction=False)
-    for tag in tags:
-        pipe.hstrlen("unacked", tag)  # type: ignore[arg-type]
-    sizes = [int(n) for n in pipe.execute()]
-    wanted: list[bytes] = []
-    budget = CELERY_UNACKED_BYTES
-    for tag, size in zip(tags, sizes, strict=True):
-        if 0 < size <= min(CELERY_MESSAGE_BYTES, budget):
-            wanted.append(tag)
-            budget -= size
-    values: dict[bytes, bytes | None] = {}
-    if wanted:
-        pipe = client.client.pipeline(transaction=False)
-        for tag in wanted:
-            pipe.hget("unacked", tag)  # type: ignore[arg-type]
-        values = dict(zip(wanted, pipe.execute(), strict=True))
-    out: list[bytes | None] = []
-    for tag, size in zip(tags, sizes, strict=True):
-        if size == 0:
-            continue  # acknowledged meanwhile: not in hand
-        if tag in values:
-            if values[tag] is not None:
-                out.append(values[tag])
-            continue  # acknowledged between the two reads
-        out.append(None)  # too big for the budget: not attributed
-    return out
+def _celery_routes(
+    client: _RedisClient, queue: str, read: list[bytes | int]
+) -> dict[tuple[str, str], int]:
+    """The bindings' answer (CELERY_ROUTE_*) for each named exchange and routing key of
+    the entries read, one script call."""
+    pairs = sorted(
+        {
+            route
+            for item in read
+            if not isinstance(item, int) and (route := celery_route(item)) is not None and route[0]
+        }
+    )
+    if not pairs:
+        return {}
+    codes = client.client.eval(
+        _CELERY_BINDINGS,
+        len(pairs),
+        *[CELERY_BINDING_PREFIX + exchange for exchange, _ in pairs],
+        queue,
+        CELERY_BINDINGS_READ,
+        CELERY_PRIORITY_SEP,
+        *[key for _, key in pairs],
+    )
+    return {pair: int(code) for pair, code in zip(pairs, codes, strict=True)}  # type: ignore[arg-type]
 
 
 # --- RabbitMQ -------------------------------------------------------------------------
